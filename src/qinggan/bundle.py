@@ -1,0 +1,275 @@
+"""Model bundles: a directory that fully describes one servable classifier.
+
+A bundle holds one or more ONNX graphs (``fp32``, ``int8``), a Hugging Face
+``tokenizer.json`` and a manifest, ``qinggan.json``, with label names in output order,
+display names, limits, provenance and the sha256 of every file. :func:`load_bundle`
+checks all of it and raises :class:`~qinggan.errors.BundleError` naming the problem.
+
+Built-in bundles live in ``qinggan/models/<name>/`` and are picked by name
+(:func:`resolve_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+MANIFEST_NAME = "qinggan.json"
+FORMAT_VERSION = 1
+VARIANTS = ("int8", "fp32")
+BUILTIN_DIR = Path(__file__).parent / "models"
+DEFAULT_BUILTIN = "accurate"
+MODEL_ENV = "QINGGAN_MODEL"
+
+# Canonical sentiment labels and their Chinese display names.
+DISPLAY_NAMES = {"Negative": "负面", "Positive": "正面"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``qinggan.json`` says about a bundle."""
+
+    name: str
+    labels: tuple[str, ...]
+    display_labels: tuple[str, ...]
+    max_length: int
+    models: dict[str, str]
+    files: dict[str, str]
+    tokenizer: str = "tokenizer.json"
+    default_variant: str = ""
+    text_prefix: str = ""
+    temperature: float = 1.0
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+    source: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if len(self.labels) < 2:
+            problems.append("needs at least two labels")
+        if len(self.display_labels) != len(self.labels):
+            problems.append(
+                f"has {len(self.labels)} labels but {len(self.display_labels)} display labels"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            problems.append("has duplicate label names")
+        if not self.models:
+            problems.append("lists no ONNX model")
+        unknown = set(self.models) - set(VARIANTS)
+        if unknown:
+            problems.append(f"has unknown model variants {sorted(unknown)} (known: {VARIANTS})")
+        if self.default_variant and self.default_variant not in self.models:
+            problems.append(f"default_variant {self.default_variant!r} is not among its models")
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            problems.append(f"max_length must be an integer >= 2, got {self.max_length!r}")
+        if not self.temperature > 0:
+            problems.append(f"temperature must be > 0, got {self.temperature!r}")
+        if self.format_version > FORMAT_VERSION:
+            problems.append(
+                f"format_version {self.format_version} is newer than this qinggan "
+                f"understands ({FORMAT_VERSION}); upgrade qinggan"
+            )
+        if problems:
+            raise BundleError(f"invalid manifest: {'; '.join(problems)}")
+
+    @property
+    def preferred_variant(self) -> str:
+        """The variant loaded by default: the manifest's choice, else int8, else fp32."""
+        if self.default_variant:
+            return self.default_variant
+        return next(v for v in VARIANTS if v in self.models)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["display_labels"] = list(self.display_labels)
+        data["inputs"] = list(self.inputs)
+        return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = set(cls.__dataclass_fields__)
+        required = {"name", "labels", "display_labels", "max_length", "models", "files"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise BundleError(f"invalid manifest: missing field(s) {', '.join(missing)}")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("labels", "display_labels", "inputs"):
+            if key in kwargs:
+                if not isinstance(kwargs[key], list) or not all(
+                    isinstance(x, str) for x in kwargs[key]
+                ):
+                    raise BundleError(f"invalid manifest: {key} must be a list of strings")
+                kwargs[key] = tuple(kwargs[key])
+        for key in ("models", "files"):
+            if not isinstance(kwargs[key], dict):
+                raise BundleError(f"invalid manifest: {key} must be an object")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # wrong value types reaching __post_init__ comparisons
+            raise BundleError(f"invalid manifest: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / self.manifest.tokenizer
+
+    def model_path(self, variant: str | None = None) -> Path:
+        variant = variant or self.manifest.preferred_variant
+        if variant not in self.manifest.models:
+            raise BundleError(
+                f"bundle {self.name!r} has no {variant!r} model "
+                f"(it has: {', '.join(sorted(self.manifest.models))})"
+            )
+        return self.path / self.manifest.models[variant]
+
+    def sha256(self, variant: str | None = None) -> str:
+        variant = variant or self.manifest.preferred_variant
+        return self.manifest.files[self.manifest.models[variant]]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def builtin_models() -> dict[str, Path]:
+    """Names and paths of the bundles shipped inside the package."""
+    if not BUILTIN_DIR.is_dir():
+        return {}
+    return {
+        p.name: p
+        for p in sorted(BUILTIN_DIR.iterdir())
+        if p.is_dir() and (p / MANIFEST_NAME).is_file()
+    }
+
+
+def resolve_model(model: str | os.PathLike[str] | None = None) -> Path:
+    """Turn a model spec into a bundle directory.
+
+    ``None`` means ``$QINGGAN_MODEL`` or else the default built-in model; a built-in
+    name (``fast``, ``accurate``) picks that bundle; anything else is a path.
+    """
+    if model is None or str(model) == "":
+        model = os.environ.get(MODEL_ENV) or None
+    builtins = builtin_models()
+    if model is None:
+        if DEFAULT_BUILTIN in builtins:
+            return builtins[DEFAULT_BUILTIN]
+        if builtins:
+            return next(iter(builtins.values()))
+        raise BundleError(
+            "no built-in model is installed in this copy of qinggan; pass --model PATH "
+            "to a bundle made by 'qinggan convert'"
+        )
+    spec = str(model)
+    if spec in builtins:
+        return builtins[spec]
+    path = Path(spec).expanduser()
+    if not path.exists():
+        names = ", ".join(builtins) or "none installed"
+        raise BundleError(f"model {spec!r} is neither a directory nor a built-in model ({names})")
+    return path
+
+
+def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+    """Read and validate the bundle at ``path``.
+
+    With ``verify`` (the default) every file listed in the manifest must exist and
+    match its sha256.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"bundle {str(root)!r} is not a directory")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {str(root)!r} has no {MANIFEST_NAME}")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object")
+    manifest = Manifest.from_dict(data)
+
+    needed = [manifest.tokenizer, *manifest.models.values()]
+    unlisted = [f for f in needed if f not in manifest.files]
+    if unlisted:
+        raise BundleError(f"bundle {manifest.name!r}: no checksum listed for {', '.join(unlisted)}")
+    for rel in needed:
+        if not (root / rel).is_file():
+            raise BundleError(f"bundle {manifest.name!r} is missing file {rel}")
+    if verify:
+        for rel, expected in manifest.files.items():
+            file = root / rel
+            if not file.is_file():
+                raise BundleError(f"bundle {manifest.name!r} is missing file {rel}")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise BundleError(
+                    f"bundle {manifest.name!r}: checksum mismatch for {rel} "
+                    f"(expected {expected[:12]}…, found {actual[:12]}…); the file is "
+                    "corrupt or was modified"
+                )
+    return Bundle(path=root, manifest=manifest)
+
+
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    labels: list[str] | tuple[str, ...],
+    models: dict[str, str],
+    max_length: int,
+    display_labels: list[str] | tuple[str, ...] | None = None,
+    tokenizer: str = "tokenizer.json",
+    extra_files: list[str] | tuple[str, ...] = (),
+    **fields: Any,
+) -> Bundle:
+    """Write ``qinggan.json`` for files already placed in ``out_dir`` and return the bundle.
+
+    ``models`` maps variant (``fp32``/``int8``) to a path relative to ``out_dir``.
+    Checksums are computed here; ``fields`` fill the other :class:`Manifest` fields.
+    """
+    root = Path(out_dir)
+    if display_labels is None:
+        display_labels = [DISPLAY_NAMES.get(label, label) for label in labels]
+    listed = [tokenizer, *models.values(), *extra_files]
+    for rel in listed:
+        if not (root / rel).is_file():
+            raise BundleError(f"cannot write bundle: {root / rel} does not exist")
+    manifest = Manifest(
+        name=name,
+        labels=tuple(labels),
+        display_labels=tuple(display_labels),
+        max_length=max_length,
+        models=dict(models),
+        files={rel: sha256_file(root / rel) for rel in listed},
+        tokenizer=tokenizer,
+        **fields,
+    )
+    (root / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return load_bundle(root)

@@ -1,0 +1,248 @@
+"""The inference engine: a bundle, its tokenizer and one ONNX Runtime session.
+
+``qinggan.load()`` returns a :class:`Classifier`. ``predict`` tokenises, sorts texts by
+length, cuts them into batches under a padded-token budget (so short texts are not
+padded to long ones), runs each batch and returns results in input order.
+
+Nothing here imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .bundle import Bundle, load_bundle, resolve_model
+from .errors import BundleError
+from .tokenization import Encoded, TextEncoder
+
+log = logging.getLogger(__name__)
+
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_TOKENS = 8192
+
+
+def default_threads() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    label: str
+    label_zh: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "label_zh": self.label_zh,
+            "confidence": round(self.confidence, 4),
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "truncated": self.truncated,
+        }
+
+
+def plan_batches(
+    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int
+) -> list[list[int]]:
+    """Group indices into length-sorted batches.
+
+    Each batch holds at most ``max_batch_size`` items and at most ``max_batch_tokens``
+    padded tokens (items × longest item). A single item longer than the budget still
+    gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[index]  # ascending, so this is the batch's padded width
+        if current and (
+            len(current) >= max_batch_size or (len(current) + 1) * width > max_batch_tokens
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def create_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise BundleError(f"cannot load ONNX model {os.fspath(path)!r}: {exc}") from None
+
+
+class Classifier:
+    """A loaded sentiment classifier. Thread-safe: ONNX Runtime sessions may run concurrently."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        threads: int | None = None,
+        truncate: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ) -> None:
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.variant = variant or manifest.preferred_variant
+        self.threads = threads or default_threads()
+        self.truncate = truncate
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.labels: tuple[str, ...] = manifest.labels
+        self.display_labels: tuple[str, ...] = manifest.display_labels
+        self.max_length = manifest.max_length
+        self.encoder = TextEncoder(bundle.tokenizer_path, manifest.max_length, manifest.text_prefix)
+        self.session = create_session(bundle.model_path(self.variant), self.threads)
+        self._input_names = self._check_graph()
+        self._temperature = float(manifest.temperature)
+        self.predict(["warm-up 预热"])  # fails early on a graph/label mismatch
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    def _check_graph(self) -> tuple[str, ...]:
+        names = tuple(i.name for i in self.session.get_inputs())
+        unknown = [n for n in names if n not in KNOWN_INPUTS]
+        if "input_ids" not in names or unknown:
+            raise BundleError(
+                f"bundle {self.name!r}: model inputs {list(names)} are not supported; "
+                f"expected input_ids plus optionally {list(KNOWN_INPUTS[1:])}"
+            )
+        outputs = self.session.get_outputs()
+        width = outputs[0].shape[-1] if outputs[0].shape else None
+        if isinstance(width, int) and width != len(self.labels):
+            raise BundleError(
+                f"bundle {self.name!r}: the model has {width} outputs but the manifest "
+                f"names {len(self.labels)} labels"
+            )
+        return names
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenise texts; raises :class:`TextTooLongError` if truncation is off and one is too long."""
+        return self.encoder.encode(texts, truncate=self.truncate)
+
+    def infer(self, batch: Sequence[Encoded]) -> np.ndarray:
+        """Run one batch through the model; returns calibrated probabilities, shape (n, labels)."""
+        ids, mask = self.encoder.pad(batch)
+        feeds = {"input_ids": ids}
+        if "attention_mask" in self._input_names:
+            feeds["attention_mask"] = mask
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        logits = self.session.run(None, feeds)[0]
+        if logits.ndim != 2 or logits.shape != (len(batch), len(self.labels)):
+            raise BundleError(
+                f"bundle {self.name!r}: model returned shape {list(logits.shape)}, expected "
+                f"[{len(batch)}, {len(self.labels)}] for {len(self.labels)} labels"
+            )
+        return softmax(logits.astype(np.float64) / self._temperature)
+
+    def to_predictions(self, probs: np.ndarray, batch: Sequence[Encoded]) -> list[Prediction]:
+        out = []
+        for row, enc in zip(probs, batch, strict=True):
+            best = int(row.argmax())
+            out.append(
+                Prediction(
+                    label=self.labels[best],
+                    label_zh=self.display_labels[best],
+                    confidence=float(row[best]),
+                    scores={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                    truncated=enc.truncated,
+                )
+            )
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify ``texts``; results come back in input order."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of texts; use clf(text) for one")
+        if not texts:
+            return []
+        encoded = self.tokenize(texts)
+        results: list[Prediction | None] = [None] * len(encoded)
+        for indices in plan_batches([len(e) for e in encoded], self.batch_size, self.max_batch_tokens):
+            batch = [encoded[i] for i in indices]
+            for i, pred in zip(indices, self.to_predictions(self.infer(batch), batch), strict=True):
+                results[i] = pred
+        return results  # type: ignore[return-value]
+
+    def __call__(self, text: str) -> Prediction:
+        return self.predict([text])[0]
+
+    def info(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {
+            "name": m.name,
+            "variant": self.variant,
+            "sha256": self.bundle.sha256(self.variant),
+            "labels": list(m.labels),
+            "display_labels": list(m.display_labels),
+            "max_length": m.max_length,
+            "truncate": self.truncate,
+            "threads": self.threads,
+            "source": m.source,
+            "metrics": m.metrics,
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def load(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    variant: str | None = None,
+    threads: int | None = None,
+    truncate: bool = True,
+    verify: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> Classifier:
+    """Load a classifier.
+
+    ``model`` is a bundle directory or a built-in name (``fast``/``accurate``); ``None``
+    picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
+    over-long texts raise :class:`~qinggan.errors.TextTooLongError` instead of being cut
+    to the model's ``max_length`` tokens.
+    """
+    bundle = load_bundle(resolve_model(model), verify=verify)
+    return Classifier(
+        bundle,
+        variant=variant,
+        threads=threads,
+        truncate=truncate,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+    )

@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny test bundle and the location of ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from qinggan.bundle import Bundle
+from qinggan.testing import make_tiny_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("QINGGAN_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A bag-of-characters bundle: 好/棒/喜欢 lean Positive, 差/烂/失望 Negative."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data; tests needing it skip where it is absent (a fresh clone)."""
+    if not (DATA_DIR / "chnsenticorp" / "test.csv.gz").is_file():
+        pytest.skip(f"shared data not found at {DATA_DIR} (set QINGGAN_DATA to its path)")
+    return DATA_DIR
