@@ -1,0 +1,98 @@
+"""The command line: predictions, stdin streaming, info, and one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qinggan.bundle import Bundle
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "qinggan.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_predict_texts(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "-m", str(tiny_bundle.path), "这家酒店服务很好，下次还来", "太差了，非常失望")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("Positive\t") and lines[0].endswith("这家酒店服务很好，下次还来")
+    assert lines[1].startswith("Negative\t")
+
+
+def test_predict_json(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "--json", "-m", str(tiny_bundle.path), "很好")
+    row = json.loads(res.stdout)
+    assert row["text"] == "很好" and row["label"] == "Positive" and row["label_zh"] == "正面"
+
+
+def test_predict_stdin_json_lines(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "-m", str(tiny_bundle.path), stdin="很好\n\n太差\n")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r.get("label") for r in rows] == ["Positive", None, "Negative"]
+    assert rows[1]["error"] == "empty text"
+
+
+def test_model_from_env(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "很好", env={"QINGGAN_MODEL": str(tiny_bundle.path)})
+    assert res.returncode == 0 and res.stdout.startswith("Positive")
+
+
+def test_missing_model_is_one_line_error(tmp_path: Path) -> None:
+    res = run_cli("predict", "-m", str(tmp_path / "nope"), "很好")
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_too_long_with_no_truncate(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "--no-truncate", "-m", str(tiny_bundle.path), "好" * 200)
+    assert res.returncode == 1 and "tokens" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_option_exits_2(tiny_bundle: Bundle) -> None:
+    res = run_cli("predict", "--threads", "0", "-m", str(tiny_bundle.path), "x")
+    assert res.returncode == 2
+
+
+def test_info(tiny_bundle: Bundle) -> None:
+    res = run_cli("info", str(tiny_bundle.path))
+    assert res.returncode == 0
+    assert "tiny-test" in res.stdout and "Positive (正面)" in res.stdout
+    res = run_cli("info", "--json", str(tiny_bundle.path))
+    assert json.loads(res.stdout)["labels"] == ["Negative", "Positive"]
+
+
+def test_help_lists_commands() -> None:
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for command in ("predict", "info"):
+        assert command in res.stdout
+
+
+@pytest.mark.parametrize("argv", [["predict", "-m", "{bundle}", "很好"], ["info", "{bundle}"]])
+def test_serving_commands_do_not_import_torch(tiny_bundle: Bundle, argv: list[str]) -> None:
+    """Run the real CLI with torch and transformers made unimportable: it must still work."""
+    argv = [a.format(bundle=tiny_bundle.path) for a in argv]
+    blocker = (
+        "import sys, runpy\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers'):\n"
+        "            raise ImportError(f'blocked import of {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['qinggan', *{argv!r}]\n"
+        "runpy.run_module('qinggan.cli', run_name='__main__')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

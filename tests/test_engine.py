@@ -1,0 +1,134 @@
+"""The engine: predictions, ordering, batching plan, truncation policy, input handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import qinggan
+from qinggan.bundle import Bundle
+from qinggan.engine import Classifier, plan_batches, softmax
+from qinggan.errors import TextTooLongError
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_bundle: Bundle) -> Classifier:
+    return qinggan.load(tiny_bundle.path, threads=1)
+
+
+def test_positive_and_negative(clf: Classifier) -> None:
+    pos, neg = clf.predict(["这家酒店服务很好，下次还来", "太差了，非常失望"])
+    assert (pos.label, pos.label_zh) == ("Positive", "正面")
+    assert (neg.label, neg.label_zh) == ("Negative", "负面")
+    assert pos.confidence > 0.5 and neg.confidence > 0.5
+    assert set(pos.scores) == {"Negative", "Positive"}
+    assert pos.scores["Positive"] == pytest.approx(pos.confidence)
+
+
+def test_call_single(clf: Classifier) -> None:
+    assert clf("很好").label == "Positive"
+
+
+def test_predict_rejects_bare_string(clf: Classifier) -> None:
+    with pytest.raises(TypeError, match="list of texts"):
+        clf.predict("很好")  # type: ignore[arg-type]
+
+
+def test_empty_list(clf: Classifier) -> None:
+    assert clf.predict([]) == []
+
+
+def test_results_in_input_order_across_batches(tiny_bundle: Bundle) -> None:
+    """Mixed lengths force several sorted batches; results must still line up with inputs."""
+    small = qinggan.load(tiny_bundle.path, batch_size=3, max_batch_tokens=40)
+    texts = ["好" * (i % 7 + 1) if i % 2 else "差" * (i % 11 + 1) for i in range(50)]
+    preds = small.predict(texts)
+    assert [p.label for p in preds] == ["Positive" if i % 2 else "Negative" for i in range(50)]
+    one_by_one = [small(t) for t in texts]
+    assert [p.confidence for p in preds] == pytest.approx([p.confidence for p in one_by_one])
+
+
+def test_truncation_is_reported(clf: Classifier) -> None:
+    long, short = clf.predict(["好" * 1000, "好"])
+    assert long.truncated and not short.truncated
+
+
+def test_reject_policy(tiny_bundle: Bundle) -> None:
+    strict = qinggan.load(tiny_bundle.path, truncate=False)
+    assert strict("好" * 10).label == "Positive"
+    with pytest.raises(TextTooLongError, match=r"text #1 has 1002 tokens.*limit of 64"):
+        strict.predict(["好", "好" * 1000])
+
+
+def test_temperature_softens_confidence(tiny_bundle: Bundle, tmp_path) -> None:
+    import shutil
+
+    from qinggan.bundle import write_bundle
+
+    root = tmp_path / "hot"
+    shutil.copytree(tiny_bundle.path, root)
+    write_bundle(root, name="hot", labels=["Negative", "Positive"],
+                 models={"fp32": "model.onnx"}, max_length=64, temperature=4.0)
+    cold, hot = qinggan.load(tiny_bundle.path)("很好"), qinggan.load(root)("很好")
+    assert hot.label == cold.label
+    assert 0.5 < hot.confidence < cold.confidence
+
+
+def test_info(clf: Classifier) -> None:
+    info = clf.info()
+    assert info["name"] == "tiny-test"
+    assert info["labels"] == ["Negative", "Positive"]
+    assert len(info["sha256"]) == 64
+    assert info["threads"] == 1
+
+
+def test_prediction_to_dict(clf: Classifier) -> None:
+    d = clf("很好").to_dict()
+    assert d["label"] == "Positive" and d["label_zh"] == "正面"
+    assert isinstance(d["confidence"], float) and 0.5 <= d["confidence"] <= 1.0
+    assert d["truncated"] is False
+
+
+@pytest.mark.parametrize(
+    ("lengths", "size", "tokens", "expected"),
+    [
+        ([], 4, 100, []),
+        ([5, 1, 3], 8, 1000, [[1, 2, 0]]),
+        ([5, 1, 3, 2], 2, 1000, [[1, 3], [2, 0]]),
+        ([10, 10, 10], 8, 20, [[0, 1], [2]]),
+        ([500, 1], 8, 100, [[1], [0]]),  # an item over budget still gets its own batch
+    ],
+)
+def test_plan_batches(lengths, size, tokens, expected) -> None:
+    assert plan_batches(lengths, size, tokens) == expected
+
+
+@given(st.lists(st.integers(1, 600), max_size=200), st.integers(1, 64), st.integers(1, 20000))
+def test_plan_batches_properties(lengths: list[int], size: int, tokens: int) -> None:
+    batches = plan_batches(lengths, size, tokens)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert 1 <= len(batch) <= size
+        if len(batch) > 1:
+            assert len(batch) * max(lengths[i] for i in batch) <= tokens
+
+
+def test_softmax_is_stable() -> None:
+    probs = softmax(np.array([[1000.0, -1000.0], [0.0, 0.0]]))
+    assert np.allclose(probs, [[1.0, 0.0], [0.5, 0.5]])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=8))
+def test_any_unicode_gets_a_valid_answer(clf: Classifier, texts: list[str]) -> None:
+    """Arbitrary Unicode (controls, surrogates excluded by JSON, emoji, combining marks) never breaks the engine,
+    and batch and single answers agree."""
+    preds = clf.predict(texts)
+    assert len(preds) == len(texts)
+    for text, pred in zip(texts, preds):
+        assert pred.label in ("Negative", "Positive")
+        assert 0.5 <= pred.confidence <= 1.0
+        assert sum(pred.scores.values()) == pytest.approx(1.0)
+        assert clf(text).label == pred.label
