@@ -173,7 +173,7 @@ function renderResult(text, prediction) {
   const box = $("result");
   box.dataset.tone = info.tone;
   $("result-emoji").textContent = info.emoji;
-  $("result-label").textContent = `${info.emoji} ${info.zh} `;
+  $("result-label").textContent = `${info.zh} `;
   $("result-label").append(el("span", "en", info.en));
   $("result-confidence").textContent = `置信度 Confidence ${percent(prediction.confidence)}`;
   const value = Math.round(prediction.confidence * 1000) / 10;
@@ -346,8 +346,8 @@ function renderBatch(rows) {
     tr.append(el("td", "num", String(index + 1)), el("td", "text-cell", row.text));
     if (row.result) {
       const info = labelInfo(row.result.label, row.result.label_zh);
-      const label = el("td", `label-cell tone-${info.tone}`, `${info.emoji} ${info.zh} `);
-      label.append(el("span", "en", info.en));
+      const label = el("td", `label-cell tone-${info.tone}`);
+      label.append(el("span", "tone-emoji", info.emoji), ` ${info.zh} `, el("span", "en", info.en));
       tr.append(label, el("td", "num", percent(row.result.confidence)));
     } else {
       const cell = el("td", "error-cell", row.error || "");
@@ -359,8 +359,10 @@ function renderBatch(rows) {
   const positive = rows.filter((row) => row.result && row.result.label === "Positive").length;
   const negative = rows.filter((row) => row.result && row.result.label === "Negative").length;
   const failed = rows.filter((row) => !row.result).length;
-  $("batch-summary").textContent =
-    `😄 ${positive} · 😠 ${negative}${failed ? ` · ⚠️ ${failed}` : ""}`;
+  const summary = [["😄", positive], ["😠", negative], ["⚠️", failed]]
+    .filter(([, count], index) => index < 2 || count > 0)
+    .flatMap(([emoji, count], index) => [index ? " · " : "", el("span", "tone-emoji", emoji), ` ${count}`]);
+  $("batch-summary").replaceChildren(...summary);
   $("batch-results").hidden = rows.length === 0;
 }
 
