@@ -1,0 +1,336 @@
+"""Dynamic micro-batching: many concurrent requests, few model calls.
+
+Requests arrive already tokenised and are queued text by text. One scheduler task on
+the event loop pops a window of queued texts, sorts it by token length and cuts it into
+batches with :func:`qinggan.engine.plan_batches` (at most ``max_batch_size`` texts and
+``max_batch_tokens`` padded tokens each). Each batch runs on a single worker thread
+(``Classifier.infer`` + ``to_predictions``), so the event loop stays free to accept,
+tokenise and answer other requests meanwhile.
+
+Latency rules:
+
+* a lone request that finds the model idle runs at once – no batching tax;
+* otherwise the scheduler waits until the queue holds a full batch or the oldest text
+  has waited ``max_wait_ms``, whichever comes first (requests that queued while the
+  model was busy have usually waited long enough already).
+
+Robustness rules:
+
+* the queue is bounded (``max_queue`` texts): a request that does not fit is refused at
+  once with :class:`QueueFull` (the server answers 503 + Retry-After);
+* every request has a deadline; a request whose deadline passed or whose client went
+  away (its future is done) is dropped before inference and counted in metrics;
+* an exception in one batch fails only that batch's requests (:class:`InferenceFailed`)
+  and the scheduler keeps going;
+* if the scheduler itself dies, the batcher turns unhealthy and every pending request
+  fails with :class:`EngineUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from .engine import Prediction, plan_batches
+from .metrics import Metrics
+from .tokenization import Encoded
+
+log = logging.getLogger(__name__)
+
+WINDOW_BATCHES = 4  # a window holds up to this many full batches, sorted together
+
+
+class BatchError(Exception):
+    """Why a request could not be answered by the batcher."""
+
+
+class QueueFull(BatchError):
+    """The queue cannot take this request now; retry shortly."""
+
+
+class EngineUnavailable(BatchError):
+    """The batcher is shutting down or its worker died."""
+
+
+class DeadlineExceeded(BatchError):
+    """The request waited past its deadline."""
+
+
+class ClientGone(BatchError):
+    """The client disconnected before its answer was ready."""
+
+
+class InferenceFailed(BatchError):
+    """The model raised while running the batch that held this request."""
+
+
+class InferenceModel(Protocol):
+    """What the batcher needs from a model (:class:`qinggan.engine.Classifier` fits)."""
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoded]: ...
+
+    def infer(self, batch: Sequence[Encoded]) -> Any: ...
+
+    def to_predictions(self, probs: Any, batch: Sequence[Encoded]) -> list[Prediction]: ...
+
+
+class _Job:
+    """One request: its future, its results so far and how many texts are still missing."""
+
+    __slots__ = ("future", "results", "remaining", "enqueued")
+
+    def __init__(self, future: asyncio.Future[list[Prediction]], size: int, now: float) -> None:
+        self.future = future
+        self.results: list[Prediction | None] = [None] * size
+        self.remaining = size
+        self.enqueued = now
+
+
+_Item = tuple[_Job, int, Encoded]  # (request, index of the text in it, tokens)
+
+
+def _drop_reason(future: asyncio.Future[Any]) -> str:
+    if future.cancelled():
+        return "cancelled"
+    exc = future.exception()
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
+    if isinstance(exc, ClientGone):
+        return "disconnected"
+    return "failed"
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Batcher:
+    """Queues tokenised requests and runs them through ``model`` in length-sorted batches.
+
+    Use from one event loop: ``await start()``, then ``submit()`` per request and
+    ``await close()`` to drain and stop.
+    """
+
+    def __init__(
+        self,
+        model: InferenceModel,
+        *,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.window_size = max_batch_size * WINDOW_BATCHES
+        self.metrics = metrics or Metrics()
+        self._queue: deque[_Item] = deque()
+        self._active: list[_Item] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._want = 1
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the scheduler task and the inference thread on the running loop."""
+        if self._task is not None:
+            raise RuntimeError("batcher already started")
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinggan-infer")
+        self._task = self._loop.create_task(self._run(), name="qinggan-batcher")
+        self._task.add_done_callback(self._on_worker_exit)
+        self.metrics.worker_alive.set(1)
+
+    async def close(self) -> None:
+        """Stop taking requests, finish every queued one, then stop the worker."""
+        self._closing = True
+        if self._waiter is not None:
+            _wake(self._waiter)
+        if self._task is not None:
+            await asyncio.wait({self._task})
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def healthy(self) -> bool:
+        """True while the scheduler runs (started, not dead, not stopped)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def accepting(self) -> bool:
+        return self.healthy and not self._closing
+
+    @property
+    def queued(self) -> int:
+        """Texts waiting for a batch."""
+        return len(self._queue)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def submit(
+        self, encoded: Sequence[Encoded], timeout: float
+    ) -> asyncio.Future[list[Prediction]]:
+        """Queue one request's texts; the future resolves to their predictions, in order.
+
+        Raises :class:`QueueFull` when the queue is not empty and cannot hold all the
+        texts, :class:`EngineUnavailable` when closing or dead. The future fails with
+        :class:`DeadlineExceeded` after ``timeout`` seconds. Set :class:`ClientGone` on
+        it to abandon the request; it is then dropped before inference.
+        """
+        if not self.accepting:
+            raise EngineUnavailable("the model worker is not running")
+        queue = self._queue
+        size = len(encoded)
+        if queue and len(queue) + size > self.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise QueueFull(f"queue full ({len(queue)} texts waiting)")
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[list[Prediction]] = loop.create_future()
+        if size == 0:
+            future.set_result([])
+            return future
+        now = loop.time()
+        job = _Job(future, size, now)
+        timer = loop.call_at(now + timeout, self._expire, future)
+        future.add_done_callback(lambda _f: timer.cancel())
+        queue.extend((job, i, enc) for i, enc in enumerate(encoded))
+        self.metrics.queue_depth.set(len(queue))
+        waiter = self._waiter
+        if waiter is not None and len(queue) >= self._want:
+            _wake(waiter)
+        return future
+
+    @staticmethod
+    def _expire(future: asyncio.Future[list[Prediction]]) -> None:
+        if not future.done():
+            future.set_exception(DeadlineExceeded("request deadline passed"))
+
+    # -- the scheduler ------------------------------------------------------------------
+
+    async def _sleep(self, until: float | None, want: int) -> None:
+        """Sleep until the queue holds ``want`` texts, ``until`` (loop time) or close()."""
+        loop = self._loop
+        assert loop is not None
+        self._want = want
+        waiter = self._waiter = loop.create_future()
+        handle = loop.call_at(until, _wake, waiter) if until is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    async def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closing:
+                    return
+                await self._sleep(None, want=1)
+                continue
+            # One request alone and the model idle: go now. Else gather a fuller batch.
+            if (
+                len(queue) < self.max_batch_size
+                and queue[0][0] is not queue[-1][0]
+                and self.max_wait > 0
+                and not self._closing
+            ):
+                until = queue[0][0].enqueued + self.max_wait
+                if loop.time() < until:
+                    await self._sleep(until, want=self.max_batch_size)
+            take = min(len(queue), self.window_size)
+            window = [queue.popleft() for _ in range(take)]
+            self.metrics.queue_depth.set(len(queue))
+            await self._process(window)
+
+    async def _process(self, window: list[_Item]) -> None:
+        """Sort ``window`` by length, cut it into batches and run them one after another."""
+        loop = self._loop
+        assert loop is not None and self._executor is not None
+        metrics = self.metrics
+        plan = plan_batches(
+            [len(item[2]) for item in window], self.max_batch_size, self.max_batch_tokens
+        )
+        for indices in plan:
+            batch: list[_Item] = []
+            for i in indices:
+                item = window[i]
+                if item[0].future.done():
+                    metrics.dropped.labels(_drop_reason(item[0].future)).inc()
+                else:
+                    batch.append(item)
+            if not batch:
+                continue
+            now = loop.time()
+            for item in batch:
+                metrics.queue_duration.observe(now - item[0].enqueued)
+            encoded = [item[2] for item in batch]
+            self._active = batch
+            try:
+                predictions, seconds = await loop.run_in_executor(
+                    self._executor, self._infer, encoded
+                )
+            except Exception:
+                self._active = []
+                log.exception("model batch of %d texts failed", len(batch))
+                metrics.batch_failures.inc()
+                for item in batch:
+                    if not item[0].future.done():
+                        item[0].future.set_exception(InferenceFailed("model failure"))
+                continue
+            # On anything worse than Exception, _active stays set so _on_worker_exit fails it.
+            self._active = []
+            metrics.inference_duration.observe(seconds)
+            metrics.batch_size.observe(len(batch))
+            metrics.batch_tokens.observe(len(batch) * max(len(e) for e in encoded))
+            for (job, index, _), prediction in zip(batch, predictions, strict=True):
+                if job.future.done():
+                    continue
+                job.results[index] = prediction
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.future.set_result(job.results)  # type: ignore[arg-type]
+
+    def _infer(self, encoded: list[Encoded]) -> tuple[list[Prediction], float]:
+        """Runs on the worker thread: one model call for one batch."""
+        start = time.perf_counter()
+        predictions = self.model.to_predictions(self.model.infer(encoded), encoded)
+        if len(predictions) != len(encoded):
+            raise RuntimeError(
+                f"model returned {len(predictions)} predictions for {len(encoded)} texts"
+            )
+        return predictions, time.perf_counter() - start
+
+    def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
+        """Fail everything still pending; an unexpected exit marks the batcher unhealthy."""
+        self.metrics.worker_alive.set(0)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.critical("batching worker died; the service is unhealthy", exc_info=error)
+        elif not self._closing:
+            log.critical("batching worker stopped unexpectedly; the service is unhealthy")
+        pending = [*self._active, *self._queue]
+        self._queue.clear()
+        self._active = []
+        self.metrics.queue_depth.set(0)
+        for job, _, _ in pending:
+            if not job.future.done():
+                job.future.set_exception(EngineUnavailable("the model worker died"))

@@ -1,0 +1,703 @@
+"""The HTTP service: ``create_app(settings, classifier=None)`` and ``run(settings)``.
+
+Built on FastAPI (on Starlette, served by uvicorn with uvloop/httptools where installed)
+for one reason: it gives the OpenAPI schema and ``/docs`` for free. The hot routes stay
+lean all the same: they take the raw :class:`~starlette.requests.Request`, read the body
+themselves (so the byte limit holds *while* reading), parse it with orjson, validate by
+hand (exact status codes, no pydantic round trip) and return pre-serialised bytes.
+Security headers, auth and metrics live in one pure-ASGI middleware, not a stack of
+``BaseHTTPMiddleware`` layers.
+
+Every error is JSON ``{"error": {"code": ..., "message": ...}}`` and never carries a
+stack trace, exception text or file path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hmac
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from . import __version__
+from .batching import (
+    Batcher,
+    ClientGone,
+    DeadlineExceeded,
+    EngineUnavailable,
+    InferenceFailed,
+    InferenceModel,
+    QueueFull,
+)
+from .engine import Prediction
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+TEST_DELAY_ENV = "QINGGAN_TEST_INFER_DELAY_MS"  # test-only: slows every model batch
+RETRY_AFTER_S = "1"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# Swagger UI (FastAPI's /docs page) loads its assets from a CDN and starts with an inline
+# script, so that one page gets a looser policy; everything else keeps CSP.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+BASE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+STRICT_HEADERS = [*BASE_HEADERS, (b"content-security-policy", CSP.encode())]
+DOCS_HEADERS = [*BASE_HEADERS, (b"content-security-policy", DOCS_CSP.encode())]
+
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/docs", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static/",)  # the web page's own files: it must load to ask for a key
+API_ROUTES = frozenset(
+    {
+        "/",
+        "/analyze",
+        "/v1/analyze",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+    }
+)
+ERROR_CODES = {
+    400: "invalid_text",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, stable machine code, human message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+    def response(self) -> Response:
+        return error_response(self.status, self.code, self.message, self.headers)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _error_bytes(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+# -- documentation models (OpenAPI only; requests are validated by hand) -----------------
+
+
+class AnalyzeRequest(BaseModel):
+    text: str = Field(description="One review; at most max_text_chars characters.")
+
+
+class BatchRequest(BaseModel):
+    texts: list[str] = Field(description="Reviews, at most max_batch_texts of them.")
+
+
+class AnalyzeResult(BaseModel):
+    label: str = Field(examples=["Positive"])
+    confidence: float = Field(examples=[0.9931])
+    text: str
+    label_zh: str = Field(examples=["正面"])
+    scores: dict[str, float]
+    truncated: bool = Field(description="True if the text was cut to the model's token limit.")
+
+
+class BatchResult(BaseModel):
+    results: list[AnalyzeResult]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERROR_CODES[code]} for code in codes}
+
+
+# -- the edge: security headers, auth, metrics -------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class EdgeMiddleware:
+    """Pure ASGI: adds security headers, checks the API key, records request metrics."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, api_key: str | None, cors: bool = False
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key.encode() if api_key else None
+        self.cors = cors
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self.api_key is not None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key):
+                    return True
+            elif name == b"x-api-key" and hmac.compare_digest(value.strip(), self.api_key):
+                return True
+        return False
+
+    def _needs_key(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if self.api_key is None or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return False
+        if self.cors and scope["method"] == "OPTIONS":  # CORS preflight carries no credentials
+            return False
+        return not self._authorized(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in API_ROUTES:
+            route = path
+        elif path.startswith("/static/"):
+            route = "/static"
+        else:
+            route = "other"
+        extra = DOCS_HEADERS if path == "/docs" else STRICT_HEADERS
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        try:
+            if self._needs_key(scope):
+                body = _error_bytes(
+                    "unauthorized",
+                    "an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                )
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", b'Bearer realm="qinggan"'),
+                        ],
+                    }
+                )
+                await send_with_headers({"type": "http.response.body", "body": body})
+            else:
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(time.perf_counter() - start)
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+class _DelayedModel:
+    """Test-only wrapper: sleeps before every model call (``QINGGAN_TEST_INFER_DELAY_MS``)."""
+
+    def __init__(self, model: Any, delay_s: float) -> None:
+        self._model = model
+        self._delay = delay_s
+
+    def infer(self, batch: Sequence[Any]) -> Any:
+        time.sleep(self._delay)
+        return self._model.infer(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def _with_test_hooks(model: Any) -> Any:
+    raw = os.environ.get(TEST_DELAY_ENV)
+    if raw:
+        log.warning("%s=%s: every model batch is slowed down (testing only)", TEST_DELAY_ENV, raw)
+        return _DelayedModel(model, float(raw) / 1000.0)
+    return model
+
+
+class Service:
+    """What the routes share: settings, the model, its batcher and the metrics."""
+
+    def __init__(self, settings: Settings, model: InferenceModel | None) -> None:
+        self.settings = settings
+        self.model: Any = model
+        self.metrics = Metrics()
+        self.batcher: Batcher | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.model is None:
+            from .engine import load
+
+            self.model = await asyncio.to_thread(
+                load,
+                s.model,
+                variant=s.variant,
+                threads=s.threads,
+                batch_size=s.max_batch_size,
+                max_batch_tokens=s.max_batch_tokens,
+            )
+        self.batcher = Batcher(
+            _with_test_hooks(self.model),
+            max_batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            metrics=self.metrics,
+        )
+        await self.batcher.start()
+        # Warm-up through the whole path (tokenizer, batcher, worker thread, model).
+        await self.batcher.submit(
+            self.model.tokenize(["预热 warm-up", "预热" * 32]), s.request_timeout_s
+        )
+        self.ready = True
+        log.info("model %s ready", self.model_info().get("name", "?"))
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self.batcher is not None and self.batcher.healthy
+
+    def model_info(self) -> dict[str, Any]:
+        info = getattr(self.model, "info", None)
+        return dict(info()) if callable(info) else {"name": type(self.model).__name__}
+
+    def limits(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "max_text_chars": s.max_text_chars,
+            "max_body_bytes": s.max_body_bytes,
+            "max_batch_texts": s.max_batch_texts,
+            "max_batch_size": s.max_batch_size,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_wait_ms": s.max_wait_ms,
+            "max_queue": s.max_queue,
+            "request_timeout_s": s.request_timeout_s,
+        }
+
+    async def classify(self, texts: list[str], request: Request) -> list[Prediction]:
+        """Tokenise, queue and wait; abandons the request if its client disconnects."""
+        if self.batcher is None or not self.ready:
+            raise ApiError(503, "unavailable", "the model is not ready yet", _retry())
+        start = time.perf_counter()
+        encoded = self.model.tokenize(texts)
+        self.metrics.tokenization_duration.observe(time.perf_counter() - start)
+        try:
+            future = self.batcher.submit(encoded, self.settings.request_timeout_s)
+        except QueueFull:
+            raise ApiError(
+                503, "overloaded", "the server is busy; retry shortly", _retry()
+            ) from None
+        except EngineUnavailable:
+            raise ApiError(
+                503, "unavailable", "the model worker is not running", _retry()
+            ) from None
+        watcher = asyncio.ensure_future(request.receive())
+        watcher.add_done_callback(lambda task: _abandon_if_gone(task, future))
+        try:
+            return await future
+        except DeadlineExceeded:
+            raise ApiError(
+                504,
+                "timeout",
+                f"the request waited more than {self.settings.request_timeout_s:g} s",
+            ) from None
+        except InferenceFailed:
+            raise ApiError(500, "internal_error", "the model failed on this request") from None
+        except EngineUnavailable:
+            raise ApiError(
+                503, "unavailable", "the model worker is not running", _retry()
+            ) from None
+        except ClientGone:
+            raise ApiError(499, "client_closed_request", "the client went away") from None
+        finally:
+            watcher.cancel()
+
+
+def _retry() -> dict[str, str]:
+    return {"Retry-After": RETRY_AFTER_S}
+
+
+def _abandon_if_gone(watcher: asyncio.Future[Message], future: asyncio.Future[Any]) -> None:
+    if watcher.cancelled() or watcher.exception() is not None or future.done():
+        return
+    if watcher.result().get("type") == "http.disconnect":
+        future.set_exception(ClientGone("client disconnected"))
+
+
+# -- request parsing -------------------------------------------------------------------------
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON; 415 unless JSON, 413 past ``limit`` bytes (checked while reading)."""
+    content_type = request.headers.get("content-type", "")
+    mime = content_type.partition(";")[0].strip().lower()
+    if mime != "application/json" and not (
+        mime.startswith("application/") and mime.endswith("+json")
+    ):
+        raise ApiError(
+            415, "unsupported_media_type", "send a JSON body with 'Content-Type: application/json'"
+        )
+    too_large = ApiError(413, "body_too_large", f"the request body is over {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(499, "client_closed_request", "the client went away") from None
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise ApiError(422, "invalid_json", "the request body is not valid JSON") from None
+
+
+def check_text(value: Any, where: str, limit: int) -> str:
+    if value is None:
+        raise ApiError(400, "invalid_text", f"'{where}' is missing")
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_text", f"'{where}' must be a string")
+    if not value.strip():
+        raise ApiError(400, "invalid_text", f"'{where}' is empty or only whitespace")
+    if len(value) > limit:
+        raise ApiError(
+            413,
+            "text_too_long",
+            f"'{where}' has {len(value)} characters; the limit is {limit}",
+        )
+    return value
+
+
+def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
+    d = prediction.to_dict()
+    return {
+        "label": d["label"],
+        "confidence": d["confidence"],
+        "text": text,
+        "label_zh": d["label_zh"],
+        "scores": d["scores"],
+        "truncated": d["truncated"],
+    }
+
+
+# -- the app -------------------------------------------------------------------------------
+
+PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>qinggan</title></head><body><h1>情感 qinggan</h1>
+<p>The web page is not installed. The API is at <a href="docs">/docs</a>.</p></body></html>"""
+
+
+def create_app(
+    settings: Settings | None = None, classifier: InferenceModel | None = None
+) -> FastAPI:
+    """The ASGI app. Without ``classifier`` the lifespan loads ``settings.model``."""
+    settings = settings or Settings.resolve()
+    service = Service(settings, classifier)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="qinggan 情感",
+        version=__version__,
+        description="Offline Chinese sentiment analysis. Errors are "
+        '`{"error": {"code": ..., "message": ...}}`.',
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.service = service
+    limit_chars = settings.max_text_chars
+
+    @app.post(
+        "/analyze",
+        summary="Classify one text",
+        response_model=None,
+        openapi_extra=_request_body(AnalyzeRequest),
+        responses={
+            200: {"model": AnalyzeResult},
+            **_errors(400, 401, 413, 415, 422, 500, 503, 504),
+        },
+    )
+    async def analyze(request: Request) -> Response:
+        try:
+            payload = await read_json(request, settings.max_body_bytes)
+            if not isinstance(payload, dict):
+                raise ApiError(
+                    422, "invalid_request", 'the body must be an object: {"text": "..."}'
+                )
+            text = check_text(payload.get("text"), "text", limit_chars)
+            predictions = await service.classify([text], request)
+            return json_response(result_dict(text, predictions[0]))
+        except ApiError as error:
+            return error.response()
+
+    @app.post(
+        "/v1/analyze",
+        summary="Classify several texts; results in input order",
+        response_model=None,
+        openapi_extra=_request_body(BatchRequest),
+        responses={200: {"model": BatchResult}, **_errors(400, 401, 413, 415, 422, 500, 503, 504)},
+    )
+    async def analyze_batch(request: Request) -> Response:
+        try:
+            payload = await read_json(request, settings.max_body_bytes)
+            if not isinstance(payload, dict):
+                raise ApiError(
+                    422, "invalid_request", 'the body must be an object: {"texts": ["..."]}'
+                )
+            texts = payload.get("texts")
+            if texts is None:
+                raise ApiError(400, "invalid_text", "'texts' is missing")
+            if not isinstance(texts, list):
+                raise ApiError(422, "invalid_request", "'texts' must be a list of strings")
+            if not texts:
+                raise ApiError(400, "invalid_text", "'texts' is empty")
+            if len(texts) > settings.max_batch_texts:
+                raise ApiError(
+                    422,
+                    "too_many_texts",
+                    f"'texts' has {len(texts)} items; the limit is {settings.max_batch_texts}",
+                )
+            for i, text in enumerate(texts):
+                check_text(text, f"texts[{i}]", limit_chars)
+            predictions = await service.classify(texts, request)
+            return json_response(
+                {"results": [result_dict(t, p) for t, p in zip(texts, predictions, strict=True)]}
+            )
+        except ApiError as error:
+            return error.response()
+
+    @app.get("/health", summary="Liveness: 200 while the model worker runs")
+    async def health() -> Response:
+        if service.batcher is not None and not service.healthy:
+            return error_response(503, "unhealthy", "the model worker died", _retry())
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", summary="Readiness: 200 once the model is loaded and warmed")
+    async def ready() -> Response:
+        if not service.healthy:
+            return error_response(503, "unhealthy", "the model worker is not running", _retry())
+        if not service.ready:
+            return error_response(503, "not_ready", "the model is not ready yet", _retry())
+        return json_response({"status": "ready"})
+
+    @app.get("/info", summary="Model, version and every limit")
+    async def info() -> Response:
+        return json_response(
+            {
+                "version": __version__,
+                "model": service.model_info() if service.model is not None else None,
+                "limits": service.limits(),
+                "auth": settings.api_key is not None,
+                "ready": service.ready,
+            }
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    web_dir = WEB_DIR
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = web_dir / "index.html"
+        if page.is_file():
+            return FileResponse(page, media_type="text/html; charset=utf-8")
+        return HTMLResponse(PLACEHOLDER_PAGE)
+
+    if web_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=web_dir), name="static")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = ERROR_CODES.get(exc.status_code, "http_error")
+        messages = {404: "no such route; see /docs", 405: "method not allowed on this route"}
+        message = messages.get(exc.status_code, code.replace("_", " "))
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, "invalid_request", "the request does not match the schema")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")
+
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=service.metrics,
+        api_key=settings.api_key,
+        cors=bool(settings.cors_origins),
+    )
+    return app
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup plus the ``qinggan`` logger on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["qinggan"] = {
+        "handlers": ["default"],
+        "level": level.upper() if level != "trace" else "DEBUG",
+        "propagate": False,
+    }
+    return config
+
+
+def run(settings: Settings) -> None:
+    """Load the model (errors surface before binding), then serve until SIGTERM/SIGINT.
+
+    uvicorn drains open requests on a signal; the lifespan then drains the batcher.
+    A signal-initiated shutdown exits with status 0.
+    """
+    import logging.config
+
+    import uvicorn
+
+    from .engine import load
+
+    logging.config.dictConfig(log_config(settings.log_level))
+    log.info("settings: %s", settings.redacted())
+    classifier = load(
+        settings.model,
+        variant=settings.variant,
+        threads=settings.threads,
+        batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
+    app = create_app(settings, classifier)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=None,
+    )
+    # uvicorn re-raises the signal it caught once it has shut down gracefully; with this
+    # handler in place that re-raise is a no-op and the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _graceful_exit_noop)
+    uvicorn.Server(config).run()
+
+
+def _graceful_exit_noop(signum: int, frame: Any) -> None:
+    """Placeholder handler: uvicorn installs its own while serving."""
