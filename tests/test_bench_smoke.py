@@ -1,0 +1,109 @@
+"""The benchmark harness must keep working: run ``bench/serve.py --smoke`` end to end.
+
+No timing thresholds: this only checks that every phase ran and produced sane records.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("psutil", reason="the benchmark harness needs psutil (the test extra has it)")
+
+
+@pytest.mark.slow
+def test_serve_smoke_runs_every_phase(tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serve.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["smoke"] is True
+    entry = results["systems"]["qinggan-tiny"]
+    assert "error" not in entry
+    assert entry["time_to_first_answer_s"] > 0
+    assert entry["memory_idle_mb"]["rss"] > 0
+    for phase in entry["phases"].values():
+        assert phase["ok"] > 0
+        assert phase["errors"] == 0
+        assert phase["latency_ms"]["p50"] <= phase["latency_ms"]["p99"]
+        assert phase["memory_peak_mb"]["rss"] > 0
+    assert entry["trivial_endpoint"]["c16"]["ok"] > 0
+    reference = entry["in_process"]
+    assert reference["single"]["n"] > 0
+    assert reference["batched_best"]["texts_per_s"] > 0
+
+
+def test_report_renders_smoke_like_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """report.py turns stored results into markdown with the headline tables."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    phase = {
+        "rps": 10.0,
+        "ok": 100,
+        "errors": 0,
+        "timeouts": 0,
+        "latency_ms": {"p50": 5.0, "p95": 8.0, "p99": 9.0},
+        "memory_peak_mb": {"rss": 100.0, "pss": 90.0},
+    }
+    slow = {**phase, "rps": 2.0, "latency_ms": {"p50": 50.0, "p95": 80.0, "p99": 90.0}}
+    meta = {
+        "started": "t0",
+        "finished": "t1",
+        "client": "httpx",
+        "client_timeout_s": 10,
+        "duration_s": 1,
+        "warmup_s": 1,
+        "connections": [1, 16],
+        "texts": {"count": 3, "source": "test"},
+        "serve_options": {"--threads": "2"},
+        "machine": {
+            "cpu_model": "cpu",
+            "cpus": 2,
+            "platform": "linux",
+            "python": "3",
+            "simd_flags": ["avx2"],
+            "vnni": False,
+            "versions": {},
+        },
+        "argv": ["python", "bench/serve.py"],
+    }
+    serve = {
+        "meta": meta,
+        "systems": {
+            "original": {"time_to_first_answer_s": 8.0, "phases": {"c1": slow, "c16": slow}},
+            "qinggan-int8": {
+                "time_to_first_answer_s": 1.0,
+                "phases": {"c1": phase, "c16": phase},
+                "in_process": {
+                    "variant": "int8",
+                    "single": {"p50_ms": 4.0},
+                    "batched_best": {"texts_per_s": 11.0, "batch_size": 32},
+                },
+            },
+        },
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "serve.json").write_text(json.dumps(serve))
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "FINDINGS", tmp_path / "missing.md")
+    text = report.render()
+    assert "| qinggan-int8 | 5.0× more |" in text
+    assert "10.0× faster" in text  # sequential p50 50 ms -> 5 ms
+    assert "91 %" in text  # 10 req/s over HTTP vs 11 texts/s in process
