@@ -257,6 +257,27 @@ def test_history_survives_reload_and_clears(page: sync_api.Page, server: Server)
     expect(page.locator("#history-list li")).to_have_count(0)
 
 
+def test_history_is_capped_and_tolerates_bad_storage(
+    page: sync_api.Page, server: Server, events: PageEvents
+) -> None:
+    _open(page, server)
+    page.evaluate("localStorage.setItem('qinggan.history.v1', '{not json')")
+    page.reload()
+    expect(page.locator("#history-empty")).to_be_visible()
+    old = [{"text": f"旧记录 {i}", "label": "Positive", "confidence": 0.9} for i in range(60)]
+    page.evaluate("items => localStorage.setItem('qinggan.history.v1', JSON.stringify(items))", old)
+    page.reload()
+    items = page.locator("#history-list li")
+    expect(items).to_have_count(50)
+    _analyze(page, NEGATIVE)
+    expect(items.nth(0)).to_contain_text(NEGATIVE)
+    expect(items).to_have_count(50)
+    expect(items.nth(49)).to_contain_text("旧记录 48")
+    stored = page.evaluate("JSON.parse(localStorage.getItem('qinggan.history.v1')).length")
+    assert stored == 50
+    assert events.page_errors == []
+
+
 def test_batch_table_and_csv_download(
     page: sync_api.Page, server: Server, events: PageEvents, tmp_path: Path
 ) -> None:

@@ -5,7 +5,7 @@
 const HISTORY_KEY = "qinggan.history.v1";
 const API_KEY_KEY = "qinggan.apiKey";
 const HISTORY_LIMIT = 50;
-const DEFAULT_LIMITS = Object.freeze({ maxTextChars: 512, maxBatchTexts: 64 });
+const DEFAULT_LIMITS = Object.freeze({ maxTextChars: 512, maxBatchTexts: 64, maxBodyBytes: 1_048_576 });
 const LABELS = {
   Positive: { emoji: "😄", zh: "正面", tone: "positive" },
   Negative: { emoji: "😠", zh: "负面", tone: "negative" },
@@ -107,6 +107,9 @@ function describeError(error) {
     case 401:
       return `需要有效的 API 密钥：请在“设置”中填写。A valid API key is required: enter it under Settings.${detail}`;
     case 413:
+      if (error.code === "body_too_large") {
+        return `请求过大：最多 ${limits.maxBodyBytes} 字节。Request too large: at most ${limits.maxBodyBytes} bytes.${detail}`;
+      }
       return `文本过长：每条最多 ${limits.maxTextChars} 个字符。Text too long: at most ${limits.maxTextChars} characters per text.${detail}`;
     case 422:
       return `请求格式有误 Malformed request${detail}`;
@@ -136,6 +139,7 @@ function applyInfo(info) {
   };
   limits.maxTextChars = pick("max_text_chars", "max_chars") || DEFAULT_LIMITS.maxTextChars;
   limits.maxBatchTexts = pick("max_batch_texts", "max_texts") || DEFAULT_LIMITS.maxBatchTexts;
+  limits.maxBodyBytes = pick("max_body_bytes") || DEFAULT_LIMITS.maxBodyBytes;
   const model = info.model && typeof info.model === "object" ? info.model : info;
   const name = model.name || (typeof info.model === "string" ? info.model : "");
   const parts = ["qinggan", info.version && `v${info.version}`, name && `模型 model: ${name}`,
@@ -220,7 +224,8 @@ async function analyzeSingle(event) {
 function readHistory() {
   try {
     const items = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
-    return Array.isArray(items) ? items.filter((item) => item && typeof item.text === "string") : [];
+    if (!Array.isArray(items)) return [];
+    return items.filter((item) => item && typeof item.text === "string").slice(0, HISTORY_LIMIT);
   } catch {
     return [];
   }
@@ -307,14 +312,15 @@ async function analyzeBatch(event) {
       sendable.push(index);
     }
   });
+  const chunks = chunkTexts(sendable.map((index) => rows[index].text)).map(
+    (chunk) => chunk.map((position) => sendable[position]));
   const button = $("batch-analyze");
   const progress = $("batch-progress");
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
   let done = 0;
   try {
-    for (let start = 0; start < sendable.length; start += limits.maxBatchTexts) {
-      const chunk = sendable.slice(start, start + limits.maxBatchTexts);
+    for (const chunk of chunks) {
       progress.textContent = `${done} / ${sendable.length}`;
       const payload = await api("v1/analyze", { texts: chunk.map((index) => rows[index].text) });
       const results = Array.isArray(payload.results) ? payload.results : [];
@@ -336,6 +342,30 @@ async function analyzeBatch(event) {
     button.removeAttribute("aria-busy");
   }
   renderBatch(rows);
+}
+
+/**
+ * Split texts into requests the server accepts: at most max_batch_texts texts each, and a
+ * JSON body under max_body_bytes. Returns lists of positions into ``texts``.
+ */
+function chunkTexts(texts) {
+  const encoder = new TextEncoder();
+  const budget = limits.maxBodyBytes - 64; // room for {"texts":[]}
+  const chunks = [];
+  let current = [];
+  let bytes = 0;
+  texts.forEach((text, position) => {
+    const size = encoder.encode(JSON.stringify(text)).length + 1;
+    if (current.length && (current.length >= limits.maxBatchTexts || bytes + size > budget)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(position);
+    bytes += size;
+  });
+  if (current.length) chunks.push(current);
+  return chunks;
 }
 
 function renderBatch(rows) {
