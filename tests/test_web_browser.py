@@ -66,29 +66,36 @@ def _free_port() -> int:
 class Server:
     url: str
     process: subprocess.Popen[bytes]
+    log: Path
 
 
-def _start_server(bundle: Bundle, *extra: str) -> Server:
-    """Run `qinggan serve` on a free port and wait until /ready answers 200."""
+def _start_server(bundle: Bundle, log: Path, *extra: str) -> Server:
+    """Run `qinggan serve` on a free port and wait until /ready answers 200.
+
+    Its output goes to ``log`` (a file, so a chatty server can never block on a full pipe).
+    """
     port = _free_port()
-    env = {**os.environ, "QINGGAN_MAX_BATCH_TEXTS": str(BATCH_LIMIT), "QINGGAN_THREADS": "1"}
-    env.pop("QINGGAN_API_KEY", None)
-    cmd = [sys.executable, "-m", "qinggan.cli", "serve", "--model", str(bundle.path)]
-    process = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1", "--port", str(port), *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QINGGAN_")}
+    env.update(
+        QINGGAN_MAX_BATCH_TEXTS=str(BATCH_LIMIT), QINGGAN_THREADS="1", QINGGAN_LOG_LEVEL="warning"
     )
+    cmd = [sys.executable, "-m", "qinggan.cli", "serve", "--model", str(bundle.path)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*cmd, "--host", "127.0.0.1", "--port", str(port), *extra],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            pytest.fail(f"qinggan serve exited with {process.returncode}:\n{stderr[-2000:]}")
+            output = log.read_text(errors="replace")[-2000:]
+            pytest.fail(f"qinggan serve exited with {process.returncode}:\n{output}")
         try:
             if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return Server(url, process)
+                return Server(url, process, log)
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -103,20 +110,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    if process.stderr:
-        process.stderr.close()
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle: Bundle) -> Iterator[Server]:
-    srv = _start_server(tiny_bundle)
+def server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start_server(tiny_bundle, tmp_path_factory.mktemp("web") / "server.log")
     yield srv
     _stop(srv.process)
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tiny_bundle: Bundle) -> Iterator[Server]:
-    srv = _start_server(tiny_bundle, "--api-key", API_KEY)
+def keyed_server(
+    tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("web") / "keyed-server.log"
+    srv = _start_server(tiny_bundle, log, "--api-key", API_KEY)
     yield srv
     _stop(srv.process)
 
