@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 TEST_DELAY_ENV = "QINGGAN_TEST_INFER_DELAY_MS"  # test-only: slows every model batch
 RETRY_AFTER_S = "1"
+WARMUP_TIMEOUT_S = 600.0  # a cold big model may be slow; requests use their own deadline
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -330,7 +331,7 @@ class Service:
         await self.batcher.start()
         # Warm-up through the whole path (tokenizer, batcher, worker thread, model).
         await self.batcher.submit(
-            self.model.tokenize(["预热 warm-up", "预热" * 32]), s.request_timeout_s
+            self.model.tokenize(["预热 warm-up", "预热" * 32]), WARMUP_TIMEOUT_S
         )
         self.ready = True
         log.info("model %s ready", self.model_info().get("name", "?"))
