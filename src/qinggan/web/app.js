@@ -373,7 +373,11 @@ function renderBatch(rows) {
   const body = $("batch-body");
   body.replaceChildren(...rows.map((row, index) => {
     const tr = el("tr");
-    tr.append(el("td", "num", String(index + 1)), el("td", "text-cell", row.text));
+    const textCell = el("td", "text-cell");
+    const clamped = el("div", "clamp", row.text);
+    clamped.title = row.text;
+    textCell.append(clamped);
+    tr.append(el("td", "num", String(index + 1)), textCell);
     if (row.result) {
       const info = labelInfo(row.result.label, row.result.label_zh);
       const label = el("td", `label-cell tone-${info.tone}`);
