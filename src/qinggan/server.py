@@ -181,8 +181,20 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+ERROR_DOCS = {
+    400: "invalid_text: text missing, not a string, empty or whitespace only",
+    401: "unauthorized: API key missing or wrong",
+    413: "text_too_long (over max_text_chars) or body_too_large (over max_body_bytes)",
+    415: "unsupported_media_type: the body is not declared as JSON",
+    422: "invalid_json, invalid_request (wrong shape or types) or too_many_texts",
+    500: "internal_error: the model failed on this batch",
+    503: "overloaded (queue full, see Retry-After) or unavailable (worker not running)",
+    504: "timeout: waited longer than request_timeout_s",
+}
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": ERROR_CODES[code]} for code in codes}
+    return {code: {"model": ErrorBody, "description": ERROR_DOCS[code]} for code in codes}
 
 
 # -- the edge: security headers, auth, metrics -------------------------------------------
