@@ -1,4 +1,4 @@
-"""Real-browser tests of the web page: Debian's Chromium driven by Playwright against `qinggan serve`.
+"""Real-browser tests of the web page: Debian's Chromium driven by Playwright, real server.
 
 The server runs as a subprocess on a free 127.0.0.1 port with the tiny test bundle. One browser
 is shared by the module; every test gets a fresh context (empty localStorage). Screenshots go to
@@ -120,9 +120,7 @@ def server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="module")
-def keyed_server(
-    tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+def keyed_server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("web") / "keyed-server.log"
     srv = _start_server(tiny_bundle, log, "--api-key", API_KEY)
     yield srv
@@ -370,11 +368,25 @@ def test_text_over_limit_shows_413_message(page: sync_api.Page, server: Server) 
     _shot(page, "too-long")
 
 
-def test_network_failure_is_reported(page: sync_api.Page, server: Server) -> None:
+def test_network_failure_and_overload_are_reported(page: sync_api.Page, server: Server) -> None:
     _open(page, server)
     page.route("**/analyze", lambda route: route.abort())
     _analyze(page, POSITIVE)
     expect(page.locator("#single-error")).to_contain_text("无法连接服务器")
+
+    page.unroute("**/analyze")
+    busy = '{"error": {"code": "overloaded", "message": "the queue is full"}}'
+    page.route(
+        "**/analyze",
+        lambda route: route.fulfill(
+            status=503, body=busy, content_type="application/json", headers={"Retry-After": "3"}
+        ),
+    )
+    page.click("#analyze")
+    error = page.locator("#single-error")
+    expect(error).to_contain_text("服务器繁忙")
+    expect(error).to_contain_text("Retry in 3 s")
+    expect(error).to_contain_text("the queue is full")
 
 
 def test_api_key_required_then_accepted(page: sync_api.Page, keyed_server: Server) -> None:
