@@ -153,17 +153,12 @@ def _predict_file(  # type: ignore[no-untyped-def]
     if engine == "local":
         from .engine import load
 
-        scorer = LocalScorer(
-            load(model, variant=variant, threads=threads),
-            prefix=options.prefix,
-            fail_long=options.fail_long,
-        )
+        scorer = LocalScorer(load(model, variant=variant, threads=threads))
     elif engine == "ray":
         from .scale import RayChunkScorer
 
         scorer = RayChunkScorer(
-            model, variant=variant, threads=threads or 1, concurrency=concurrency,
-            prefix=options.prefix, fail_long=options.fail_long,
+            model, variant=variant, threads=threads or 1, concurrency=concurrency
         )
     else:
         raise QingganError(f"unknown --engine {engine!r}; choose local or ray")

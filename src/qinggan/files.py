@@ -58,7 +58,8 @@ EXTENSIONS = {
 STDIO = "-"
 DEFAULT_CHUNK_SIZE = 1024
 CHECKPOINT_VERSION = 1
-CHECKPOINT_EVERY_S = 1.0
+CHECKPOINT_EVERY_S = 1.0  # override with $QINGGAN_CHECKPOINT_SECONDS (0 = every chunk)
+CHECKPOINT_ENV = "QINGGAN_CHECKPOINT_SECONDS"
 PARQUET_ROW_GROUP = 65_536
 CSV_BLOCK_SIZE = 1 << 20
 SCORE_DECIMALS = 6
@@ -195,25 +196,29 @@ class ChunkScorer(Protocol):
         """What identifies the model, for the resume fingerprint."""
         ...
 
-    def map(self, chunks: Iterable[Sequence[object]]) -> Iterator[pa.Table]: ...
+    def map(
+        self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False
+    ) -> Iterator[pa.Table]:
+        """Prediction columns (see :func:`score_texts`) for each chunk, in order."""
+        ...
 
 
 class LocalScorer:
     """Scores chunks in this process with one :class:`~qinggan.engine.Classifier`."""
 
-    def __init__(self, clf: Any, *, prefix: str = "", fail_long: bool = False) -> None:
+    def __init__(self, clf: Any) -> None:
         self.clf = clf
         self.labels: tuple[str, ...] = clf.labels
-        self.prefix = prefix
-        self.fail_long = fail_long
 
     def identity(self) -> dict[str, Any]:
         clf = self.clf
         return {"model": clf.name, "variant": clf.variant, "sha256": clf.bundle.sha256(clf.variant)}
 
-    def map(self, chunks: Iterable[Sequence[object]]) -> Iterator[pa.Table]:
+    def map(
+        self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False
+    ) -> Iterator[pa.Table]:
         for values in chunks:
-            yield score_texts(self.clf, values, prefix=self.prefix, fail_long=self.fail_long)
+            yield score_texts(self.clf, values, prefix=prefix, fail_long=fail_long)
 
 
 # --------------------------------------------------------------------------- reading
@@ -820,7 +825,16 @@ class ScoreOptions:
     fail_long: bool = False
     resume: bool | None = None  # None: resume if possible; True: must resume; False: start over
     progress: bool = True
+    checkpoint_seconds: float = field(default_factory=lambda: _env_seconds(CHECKPOINT_ENV))
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _env_seconds(name: str) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else CHECKPOINT_EVERY_S
+    except ValueError:
+        raise QingganError(f"${name} must be a number of seconds, got {raw!r}") from None
 
 
 def _check_collisions(columns: Sequence[str], pred_schema: pa.Schema) -> None:
@@ -970,7 +984,8 @@ def _run(
 
     try:
         with RowProgress(label, source.total, enabled=options.progress) as bar:
-            for preds in scorer.map(texts_of(source.chunks(options.chunk_size, skip))):
+            chunks = texts_of(source.chunks(options.chunk_size, skip))
+            for preds in scorer.map(chunks, prefix=options.prefix, fail_long=options.fail_long):
                 chunk = chunks_read.popleft()
                 sink.write(source, chunk, preds)
                 summary.rows += len(chunk)
@@ -978,7 +993,7 @@ def _run(
                 summary.truncated += sum(1 for t in preds.column(truncated_index).to_pylist() if t)
                 now = time.perf_counter()
                 summary.seconds = now - started
-                if checkpointing and now - last_checkpoint >= CHECKPOINT_EVERY_S:
+                if checkpointing and now - last_checkpoint >= options.checkpoint_seconds:
                     save_checkpoint()
                     last_checkpoint = now
                 bar.update(summary.rows, summary.rows_per_second, source.position())

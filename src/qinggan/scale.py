@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .errors import MissingExtraError, QingganError
-from .files import prediction_schema, score_texts
+from .files import score_texts
 
 if TYPE_CHECKING:
     import ray.data
@@ -78,9 +78,16 @@ class BatchScorer:
         self.prefix = prefix
         self.fail_long = fail_long
 
-    def score(self, values: Sequence[object]) -> pa.Table:
+    def score(
+        self, values: Sequence[object], prefix: str | None = None, fail_long: bool | None = None
+    ) -> pa.Table:
         """Prediction columns for raw text values (used by ``--engine ray``)."""
-        return score_texts(self.clf, values, prefix=self.prefix, fail_long=self.fail_long)
+        return score_texts(
+            self.clf,
+            values,
+            prefix=self.prefix if prefix is None else prefix,
+            fail_long=self.fail_long if fail_long is None else fail_long,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.text_column in batch.column_names:
@@ -160,8 +167,6 @@ class RayChunkScorer:
         variant: str | None = None,
         threads: int = 1,
         concurrency: int | None = None,
-        prefix: str = "",
-        fail_long: bool = False,
     ) -> None:
         ray = require_ray()
         from .bundle import load_bundle, resolve_model
@@ -174,7 +179,6 @@ class RayChunkScorer:
             "sha256": bundle.sha256(variant),
         }
         self.labels: tuple[str, ...] = bundle.manifest.labels
-        self.schema = prediction_schema(self.labels, prefix)
         self._ray = ray
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
@@ -182,8 +186,7 @@ class RayChunkScorer:
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
         self.actors = [
-            actor.remote(spec, variant=variant, threads=threads, prefix=prefix, fail_long=fail_long)
-            for _ in range(size)
+            actor.remote(spec, variant=variant, threads=threads) for _ in range(size)
         ]
 
     def identity(self) -> dict[str, Any]:
@@ -198,11 +201,14 @@ class RayChunkScorer:
                 raise cause from None
             raise QingganError(f"a Ray worker failed: {exc}") from None
 
-    def map(self, chunks: Iterable[Sequence[object]]) -> Iterator[pa.Table]:
+    def map(
+        self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False
+    ) -> Iterator[pa.Table]:
         window = IN_FLIGHT_PER_ACTOR * len(self.actors)
         pending: deque[Any] = deque()
         for index, values in enumerate(chunks):
-            pending.append(self.actors[index % len(self.actors)].score.remote(list(values)))
+            actor = self.actors[index % len(self.actors)]
+            pending.append(actor.score.remote(list(values), prefix, fail_long))
             if len(pending) >= window:
                 yield self._get(pending.popleft())
         while pending:
