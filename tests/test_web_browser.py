@@ -69,7 +69,9 @@ class Server:
     log: Path
 
 
-def _start_server(bundle: Bundle, log: Path, *extra: str) -> Server:
+def _start_server(
+    bundle: Bundle, log: Path, *extra: str, env_extra: dict[str, str] | None = None
+) -> Server:
     """Run `qinggan serve` on a free port and wait until /ready answers 200.
 
     Its output goes to ``log`` (a file, so a chatty server can never block on a full pipe).
@@ -79,6 +81,7 @@ def _start_server(bundle: Bundle, log: Path, *extra: str) -> Server:
     env.update(
         QINGGAN_MAX_BATCH_TEXTS=str(BATCH_LIMIT), QINGGAN_THREADS="1", QINGGAN_LOG_LEVEL="warning"
     )
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "qinggan.cli", "serve", "--model", str(bundle.path)]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -122,7 +125,10 @@ def server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def keyed_server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("web") / "keyed-server.log"
-    srv = _start_server(tiny_bundle, log, "--api-key", API_KEY)
+    # A non-default text limit shows that the page reads /info (with the key) for its counter.
+    srv = _start_server(
+        tiny_bundle, log, "--api-key", API_KEY, env_extra={"QINGGAN_MAX_TEXT_CHARS": "200"}
+    )
     yield srv
     _stop(srv.process)
 
@@ -400,6 +406,7 @@ def test_api_key_required_then_accepted(page: sync_api.Page, keyed_server: Serve
     page.fill("#api-key", API_KEY)
     page.click("#api-key-form button[type=submit]")
     expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
+    expect(page.locator("#char-count")).to_have_text(f"{len(POSITIVE)} / 200")
     page.click("#analyze")
     expect(page.locator("#result-label")).to_contain_text("正面")
     expect(page.locator("#single-error")).to_be_hidden()
