@@ -1,4 +1,7 @@
-"""The benchmark texts: real reviews read at bench time from ``*/test.csv.gz`` (never copied here)."""
+"""The benchmark texts: real reviews read at bench time from ``*/test.csv.gz``.
+
+Nothing from the data set is ever copied into the repository.
+"""
 
 from __future__ import annotations
 

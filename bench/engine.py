@@ -79,6 +79,28 @@ def length_curve(clf, texts: list[str], batch_size: int, budget_s: float) -> dic
     return curve
 
 
+WINDOW_BUDGETS = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def window_plans(clf, texts: list[str], window: int, budget_s: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """texts/s when texts arrive ``window`` at a time (what a server with ``window`` requests
+    in flight can sort), for each padded-token budget per model batch."""
+    subset = texts[:64]
+    windows = [subset[i : i + window] for i in range(0, len(subset), window)]
+    clf.batch_size = 64
+    out = {}
+    for budget in WINDOW_BUDGETS:
+        clf.max_batch_tokens = budget
+
+        def run() -> None:
+            for chunk in windows:
+                clf.predict(chunk)
+
+        out[budget] = round(timed_rate(run, len(subset), budget_s), 2)
+        log(f"  windows of {window}, token budget {budget:>4}: {out[budget]:.1f} texts/s")
+    return out
+
+
 def single_latency_ms(clf, texts: list[str], count: int = 60) -> dict[str, float]:  # type: ignore[no-untyped-def]
     for text in texts[:5]:
         clf.predict([text])
@@ -239,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         data["batch_size_curve"] = batch_size_curve(clf, texts, args.budget)
         log(f"{variant}: length curve")
         data["length_curve"] = length_curve(clf, texts, 8, args.budget)
+        log(f"{variant}: windows of 16 texts by token budget")
+        data["window16_by_token_budget"] = window_plans(clf, texts, 16, args.budget)
         if not args.no_sweep:
             log(f"{variant}: session options")
             data["session_options"] = option_sweep(clf, texts, args.threads, args.budget)

@@ -46,6 +46,7 @@ class Prepared:
     hf_dir: Path
     bundle_dir: Path
     converter: str
+    parity: dict
 
 
 def prepare(shape: Shape = BASE, cache: Path = CACHE, *, force: bool = False) -> Prepared:
@@ -54,12 +55,13 @@ def prepare(shape: Shape = BASE, cache: Path = CACHE, *, force: bool = False) ->
     hf_dir, bundle_dir, stamp = root / "hf", root / "bundle", root / "prepared.json"
     if stamp.is_file() and not force:
         info = json.loads(stamp.read_text())
-        return Prepared(shape, hf_dir, bundle_dir, info["converter"])
+        return Prepared(shape, hf_dir, bundle_dir, info["converter"], info.get("parity", {}))
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
+    parity: dict = {}
     try:
-        from qinggan.convert import convert_checkpoint, make_random_checkpoint  # type: ignore
+        from qinggan.convert import convert_checkpoint, make_random_checkpoint
     except ImportError:
         converter = "bench/models.py stand-in (qinggan.convert not available)"
         _make_checkpoint(hf_dir, shape)
@@ -74,10 +76,15 @@ def prepare(shape: Shape = BASE, cache: Path = CACHE, *, force: bool = False) ->
             heads=shape.heads,
             intermediate=shape.intermediate,
             vocab=shape.vocab,
+            max_positions=shape.max_length,
         )
-        convert_checkpoint(hf_dir, bundle_dir, int8=True)
-    stamp.write_text(json.dumps({"shape": asdict(shape), "converter": converter}, indent=2))
-    return Prepared(shape, hf_dir, bundle_dir, converter)
+        # Random weights: keep int8 even if its agreement gate would refuse it; the
+        # benchmark reports the agreement next to every int8 figure instead.
+        conversion = convert_checkpoint(hf_dir, bundle_dir, int8=True, force_int8=True)
+        parity = conversion.report.to_dict()
+    info = {"shape": asdict(shape), "converter": converter, "parity": parity}
+    stamp.write_text(json.dumps(info, indent=2))
+    return Prepared(shape, hf_dir, bundle_dir, converter, parity)
 
 
 # --- local stand-in, used until qinggan.convert lands ---------------------------------

@@ -1,4 +1,4 @@
-"""Render ``docs/benchmarks.md`` from ``bench/results/{serve,engine}.json`` and ``bench/findings.md``.
+"""Render ``docs/benchmarks.md`` from ``bench/results/*.json`` and ``bench/findings.md``.
 
 python bench/report.py      # rewrite the page from the stored results
 """
@@ -40,6 +40,10 @@ def _phase(entry: dict[str, Any], conns: int) -> dict[str, Any]:
     return entry.get("phases", {}).get(f"c{conns}", {})
 
 
+def _p50(entry: dict[str, Any], conns: int) -> float | None:
+    return _phase(entry, conns).get("latency_ms", {}).get("p50")
+
+
 def _peak_rss(entry: dict[str, Any]) -> float | None:
     peaks = [p["memory_peak_mb"]["rss"] for p in entry.get("phases", {}).values()]
     return max(peaks) if peaks else None
@@ -57,13 +61,17 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
         "## HTTP: the original stack vs qinggan serve (one run, side by side)",
         "",
         f"Run {meta['started']} – {meta.get('finished', '?')}; client `{meta['client']}` "
-        f"(closed loop, client time-out {meta['client_timeout_s']:g} s), {meta['duration_s']:g} s per "
+        f"(closed loop, client time-out {meta['client_timeout_s']:g} s), "
+        f"{meta['duration_s']:g} s per "
         f"phase after a {meta['warmup_s']:g} s warm-up; {meta['texts']['count']} texts "
         f"(median {meta['texts'].get('chars_median', 0):.0f} chars, p95 "
         f"{meta['texts'].get('chars_p95', 0):.0f}) from {meta['texts']['source']}.",
         "",
     ]
-    header = "| system | first answer (s) | RSS idle / peak (MB) | PSS peak (MB) | sequential p50 / p95 (ms) |"
+    header = (
+        "| system | first answer (s) | RSS idle / peak (MB) | PSS peak (MB) "
+        "| sequential p50 / p95 (ms) |"
+    )
     sep = "|---|---:|---:|---:|---:|"
     for c in conns:
         header += f" c={c}: req/s · p50 / p99 ms · errors (time-outs) |"
@@ -104,20 +112,22 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
         for name, entry in systems.items():
             if name == BASELINE or "phases" not in entry:
                 continue
+            c16 = _ratio(_phase(entry, 16).get("rps"), _phase(base, 16).get("rps"))
+            c64 = _ratio(_phase(entry, 64).get("rps"), _phase(base, 64).get("rps"))
+            seq = _ratio(_p50(base, 1), _p50(entry, 1))
+            rss = _ratio(_peak_rss(base), _peak_rss(entry))
+            start = _ratio(base.get("time_to_first_answer_s"), entry.get("time_to_first_answer_s"))
             lines.append(
-                f"| {name} | {_ratio(_phase(entry, 16).get('rps'), _phase(base, 16).get('rps'))} more | "
-                f"{_ratio(_phase(entry, 64).get('rps'), _phase(base, 64).get('rps'))} more | "
-                f"{_ratio(_phase(base, 1).get('latency_ms', {}).get('p50'), _phase(entry, 1).get('latency_ms', {}).get('p50'))} faster | "
-                f"{_ratio(_peak_rss(base), _peak_rss(entry))} less | "
-                f"{_ratio(base.get('time_to_first_answer_s'), entry.get('time_to_first_answer_s'))} sooner |"
+                f"| {name} | {c16} more | {c64} more | {seq} faster | {rss} less | {start} sooner |"
             )
         lines.append("")
 
     lines += ["### qinggan over HTTP vs the same bundle in process", ""]
     lines += [
         "| system | in-process single p50 (ms) | HTTP c=1 p50 (ms) | gap (ms) | in-process best "
-        "batched (texts/s) | HTTP c=16 (req/s) | HTTP / in-process | c=16 p99 / p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "batched (texts/s) | in-process, windows of 16 (texts/s) | HTTP c=16 (req/s) | "
+        "HTTP / best batched | HTTP / windows of 16 | c=16 p99 / p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, entry in systems.items():
         ref = entry.get("in_process")
@@ -129,12 +139,14 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
         c16 = _phase(entry, 16)
         lat16 = c16.get("latency_ms", {})
         tail = lat16.get("p99", 0) / lat16["p50"] if lat16.get("p50") else None
+        win = ref.get("windows_16", {}).get("texts_per_s")
+        rps = c16.get("rps")
         lines.append(
             f"| {name} ({ref.get('variant')}) | {_f(single, 2)} | {_f(http1, 2)} | "
             f"{_f(http1 - single if http1 else None, 2)} | {_f(best['texts_per_s'])} (batch "
-            f"{best['batch_size']}) | {_f(c16.get('rps'))} | "
-            f"{_f(100 * c16['rps'] / best['texts_per_s'] if c16.get('rps') else None, 0)} % | "
-            f"{_f(tail, 2)} |"
+            f"{best['batch_size']}) | {_f(win)} | {_f(rps)} | "
+            f"{_f(100 * rps / best['texts_per_s'] if rps else None, 0)} % | "
+            f"{_f(100 * rps / win if rps and win else None, 0)} % | {_f(tail, 2)} |"
         )
     lines.append("")
     ceilings = [
@@ -179,7 +191,8 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
     ]
     if agree:
         lines += [
-            f"**int8 vs fp32 label agreement: {agree['label_agreement']:.1%}** on {agree['n']} real "
+            f"**int8 vs fp32 label agreement: {agree['label_agreement']:.1%}** "
+            f"on {agree['n']} real "
             f"texts (max |Δp| {agree['max_abs_prob_diff']}, mean {agree['mean_abs_prob_diff']}; "
             f"median fp32 margin |p₊−p₋| {agree['fp32_median_margin']}).",
             "",
@@ -212,6 +225,21 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
             + " | ".join(_f(variants[v]["length_curve"].get(str(n))) for v in names)
             + " |"
         )
+    budgets = sorted(
+        {int(b) for v in variants.values() for b in v.get("window16_by_token_budget", {})}
+    )
+    if budgets:
+        lines += [
+            "",
+            "texts/s when texts arrive 16 at a time (what the server can sort with 16 requests in "
+            "flight), by padded-token budget per model batch (`--max-batch-tokens`):",
+            "",
+            "| token budget | " + " | ".join(names) + " |",
+            "|---:|" + "---:|" * len(names),
+        ]
+        for b in budgets:
+            cells = [_f(variants[v].get("window16_by_token_budget", {}).get(str(b))) for v in names]
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Single-text latency (real texts): "
@@ -237,7 +265,8 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
             row = f"| {s} |"
             for sweep in sweeps.values():
                 m = sweep.get(s, {})
-                row += f" {_f(m.get('single_ms', {}).get('p50'), 2)} | {_f(m.get('batch32_texts_per_s'))} |"
+                single = _f(m.get("single_ms", {}).get("p50"), 2)
+                row += f" {single} | {_f(m.get('batch32_texts_per_s'))} |"
             lines.append(row)
         lines.append("")
     return lines
@@ -249,11 +278,14 @@ def machine_section(serve: dict[str, Any] | None, engine: dict[str, Any] | None)
         meta = serve["meta"]
         m = meta["machine"]
         lines += [
-            f"- CPU: {m['cpu_model']}, {m['cpus']} cores visible, {m.get('memory_gb', '?')} GB RAM; "
+            f"- CPU: {m['cpu_model']}, {m['cpus']} cores visible, "
+            f"{m.get('memory_gb', '?')} GB RAM; "
             f"{m['platform']}, Python {m['python']}.",
             f"- SIMD flags: {', '.join(m['simd_flags'])}; VNNI: {'yes' if m['vnni'] else 'no'}.",
             "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
-            f"- qinggan serve options: `{' '.join(f'{k} {v}'.strip() for k, v in meta['serve_options'].items())}`.",
+            "- qinggan serve options: `"
+            + " ".join(f"{k} {v}".strip() for k, v in meta["serve_options"].items())
+            + "`.",
             f"- Model: {json.dumps(meta.get('provenance', {}).get('model'), ensure_ascii=False)}.",
         ]
         busy = meta.get("busy_processes_at_start") or []

@@ -60,7 +60,12 @@ def request_bodies(texts: list[str]) -> list[bytes]:
 
 
 def in_process_reference(
-    model: str, variant: str | None, threads: int, texts: list[str], budget_s: float
+    model: str,
+    variant: str | None,
+    threads: int,
+    texts: list[str],
+    budget_s: float,
+    max_batch_tokens: int = 8192,
 ) -> dict[str, Any]:
     """Single-text latency and best length-sorted batched throughput of one bundle, in process."""
     import qinggan
@@ -92,6 +97,19 @@ def in_process_reference(
         if texts_per_s > best.get("texts_per_s", 0):
             best = {"batch_size": batch_size, "n": n, "texts_per_s": round(texts_per_s, 2)}
     result["batched_best"] = best
+    # What a server with ``c`` requests in flight can do at best: sort and batch windows of c.
+    clf.batch_size, clf.max_batch_tokens = 32, max_batch_tokens
+    for window in (16,):
+        n = min(len(texts), max(4 * window, int(best["texts_per_s"] * budget_s / 6)))
+        n -= n % window
+        t0 = time.perf_counter()
+        for i in range(0, n, window):
+            clf.predict(texts[i : i + window])
+        result[f"windows_{window}"] = {
+            "n": n,
+            "texts_per_s": round(n / (time.perf_counter() - t0), 2),
+            "max_batch_tokens": clf.max_batch_tokens,
+        }
     del clf
     gc.collect()
     return result
@@ -141,8 +159,9 @@ def measure_system(
             phases[f"c{connections}"] = phase
             lat = phase["latency_ms"]
             log(
-                f"{system.name}: c={connections}: {phase['rps']:.1f} req/s, p50 {lat.get('p50')} ms, "
-                f"p99 {lat.get('p99')} ms, errors {phase['errors']} (timeouts {phase['timeouts']}), "
+                f"{system.name}: c={connections}: {phase['rps']:.1f} req/s, "
+                f"p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, "
+                f"errors {phase['errors']} (timeouts {phase['timeouts']}), "
                 f"peak RSS {phase['memory_peak_mb']['rss']} MB"
             )
             if running.popen.poll() is not None:
@@ -318,7 +337,11 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
     if needs_base:
         log(f"preparing the random {shape.key} checkpoint and bundle (cached in {models.CACHE})")
         prepared = models.prepare(shape)
-        provenance["model"] = {"shape": shape.__dict__, "converter": prepared.converter}
+        provenance["model"] = {
+            "shape": shape.__dict__,
+            "converter": prepared.converter,
+            "conversion_parity": prepared.parity,
+        }
     for name in wanted:
         port = systems.free_port()
         if name == "original":
@@ -390,7 +413,12 @@ def main(argv: list[str] | None = None) -> int:
                     else None
                 )
                 entry["in_process"] = in_process_reference(
-                    model, variant, args.threads, texts, budget_s=6 if args.smoke else 45
+                    model,
+                    variant,
+                    args.threads,
+                    texts,
+                    budget_s=6 if args.smoke else 45,
+                    max_batch_tokens=int(serve_options(args).get("--max-batch-tokens", 8192)),
                 )
                 log(f"{system.name}: in-process {entry['in_process']}")
             try:

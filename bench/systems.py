@@ -59,7 +59,8 @@ def ensure_baseline_venv(log=print) -> Path:  # type: ignore[no-untyped-def]
     if gunicorn.is_file():
         return BASELINE_VENV
     log(
-        f"installing the original stack into {BASELINE_VENV} (torch==2.13.0, transformers, flask, gunicorn)"
+        f"installing the original stack into {BASELINE_VENV} "
+        "(torch==2.13.0, transformers, flask, gunicorn)"
     )
     venv.create(BASELINE_VENV, with_pip=True, clear=True)
     subprocess.run(
