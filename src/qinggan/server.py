@@ -635,7 +635,10 @@ def create_app(
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        # Starlette runs this handler in its outermost middleware, outside EdgeMiddleware,
+        # so the security headers must be added here.
+        headers = {name.decode(): value.decode() for name, value in STRICT_HEADERS}
+        return error_response(500, "internal_error", "internal server error", headers)
 
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
