@@ -119,6 +119,23 @@ def test_full_batch_starts_without_waiting_for_max_wait() -> None:
     run(scenario())
 
 
+def test_after_a_busy_window_a_lone_request_waits_for_company() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher = await started(model, max_wait_ms=60_000, max_batch_size=2)
+        busy = [batcher.submit(model.tokenize([t]), GENEROUS) for t in ("ab", "abc")]
+        await asyncio.gather(*busy)  # a window of two requests: load is high
+        lone = batcher.submit(model.tokenize(["abcd"]), GENEROUS)
+        await asyncio.sleep(0.05)
+        assert not lone.done()  # waiting to fill a batch, not run alone
+        company = batcher.submit(model.tokenize(["abcde"]), GENEROUS)
+        await asyncio.wait_for(asyncio.gather(lone, company), 5)
+        assert model.batches == [[2, 3], [4, 5]]
+        await batcher.close()
+
+    run(scenario())
+
+
 def test_window_is_sorted_by_length_and_cut_under_both_budgets() -> None:
     lengths = [9, 1, 7, 3, 8, 2, 6, 4, 5, 10, 1, 9]
 

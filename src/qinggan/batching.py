@@ -142,6 +142,8 @@ class Batcher:
         self._waiter: asyncio.Future[None] | None = None
         self._want = 1
         self._closing = False
+        self._last_window_jobs = 0  # requests in the previous window: 1 means low load
+        self._last_done = float("-inf")  # loop time the previous window finished
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -246,20 +248,33 @@ class Batcher:
                     return
                 await self._sleep(None, want=1)
                 continue
-            # One request alone and the model idle: go now. Else gather a fuller batch.
-            if (
-                len(queue) < self.max_batch_size
-                and queue[0][0] is not queue[-1][0]
-                and self.max_wait > 0
-                and not self._closing
-            ):
+            if self._should_wait(queue, loop.time()):
                 until = queue[0][0].enqueued + self.max_wait
-                if loop.time() < until:
-                    await self._sleep(until, want=self.max_batch_size)
+                await self._sleep(until, want=self.max_batch_size)
             take = min(len(queue), self.window_size)
             window = [queue.popleft() for _ in range(take)]
             self.metrics.queue_depth.set(len(queue))
+            self._last_window_jobs = 1 + sum(
+                window[i][0] is not window[i - 1][0] for i in range(1, take)
+            )
             await self._process(window)
+            self._last_done = loop.time()
+
+    def _should_wait(self, queue: deque[_Item], now: float) -> bool:
+        """Wait to fill a batch? Never for a lone request at low load; else up to max_wait.
+
+        "Low load" means the previous window held a single request or the model has been
+        idle for at least max_wait. Right after a busy window, a lone request is usually the
+        first of several that clients are about to send, so it waits (at most max_wait)
+        instead of occupying the model with a batch of one.
+        """
+        if self._closing or self.max_wait <= 0 or len(queue) >= self.max_batch_size:
+            return False
+        if now >= queue[0][0].enqueued + self.max_wait:
+            return False
+        lone = queue[0][0] is queue[-1][0]
+        quiet = self._last_window_jobs <= 1 or now - self._last_done >= self.max_wait
+        return not (lone and quiet)
 
     async def _process(self, window: list[_Item]) -> None:
         """Sort ``window`` by length, cut it into batches and run them one after another."""
