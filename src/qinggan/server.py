@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import inspect
 import logging
 import os
 import signal
@@ -29,10 +30,12 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import request_response
 from starlette.staticfiles import StaticFiles
 
 from . import __version__
@@ -103,6 +106,14 @@ ERROR_CODES = {
     503: "unavailable",
     504: "timeout",
 }
+
+
+# FastAPI >= 0.16x checks for OpenTelemetry providers on every request unless told not to.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -516,6 +527,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        **_NO_TELEMETRY,
     )
     app.state.service = service
     limit_chars = settings.max_text_chars
@@ -580,13 +592,13 @@ def create_app(
             return error.response()
 
     @app.get("/health", summary="Liveness: 200 while the model worker runs")
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         if service.batcher is not None and not service.healthy:
             return error_response(503, "unhealthy", "the model worker died", _retry())
         return json_response({"status": "ok"})
 
     @app.get("/ready", summary="Readiness: 200 once the model is loaded and warmed")
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         if not service.healthy:
             return error_response(503, "unhealthy", "the model worker is not running", _retry())
         if not service.ready:
@@ -594,7 +606,7 @@ def create_app(
         return json_response({"status": "ready"})
 
     @app.get("/info", summary="Model, version and every limit")
-    async def info() -> Response:
+    async def info(request: Request) -> Response:
         return json_response(
             {
                 "version": __version__,
@@ -606,13 +618,13 @@ def create_app(
         )
 
     @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     web_dir = WEB_DIR
 
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
+    async def index(request: Request) -> Response:
         page = web_dir / "index.html"
         if page.is_file():
             return FileResponse(page, media_type="text/html; charset=utf-8")
@@ -656,7 +668,20 @@ def create_app(
         api_key=settings.api_key,
         cors=bool(settings.cors_origins),
     )
+    _skip_fastapi_handlers(app)
     return app
+
+
+def _skip_fastapi_handlers(app: FastAPI) -> None:
+    """Run our routes as plain Starlette endpoints.
+
+    They take the raw Request and return a finished Response, so FastAPI's per-request
+    dependency solving and response validation would be pure overhead; the routes stay
+    registered with FastAPI so that /docs and /openapi.json still describe them.
+    """
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path in API_ROUTES:
+            route.app = request_response(route.endpoint)
 
 
 # -- running -------------------------------------------------------------------------------
