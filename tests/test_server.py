@@ -8,6 +8,7 @@ run the app in-process through ``create_app(settings, classifier=...)``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -134,6 +135,15 @@ def test_batch_results_keep_input_order(server: Server) -> None:
     assert [r["label"] for r in results] == [
         "Negative", "Positive", "Positive", "Negative", "Positive"
     ]  # fmt: skip
+
+
+def test_large_batch_is_tokenised_off_the_event_loop_and_still_correct(server: Server) -> None:
+    texts = [("很好满意" if i % 2 else "太差失望") * 120 for i in range(12)]  # > 4096 chars
+    response = httpx.post(server.url + "/v1/analyze", json={"texts": texts}, timeout=30)
+    assert response.status_code == 200
+    labels = [r["label"] for r in response.json()["results"]]
+    assert labels == ["Positive" if i % 2 else "Negative" for i in range(12)]
+    assert all(r["truncated"] for r in response.json()["results"])  # 480 chars > 64 tokens
 
 
 def test_health_ready_info_metrics_docs_and_page(server: Server) -> None:
@@ -458,3 +468,63 @@ def test_cors_is_opt_in(classifier: qinggan.Classifier) -> None:
         assert "access-control-allow-origin" not in other.headers
 
     in_process(classifier, scenario, cors_origins=("https://app.example",), api_key="k")
+
+
+async def post_then_disconnect(app: Any, path: str, payload: bytes) -> int:
+    """Drive the ASGI app directly: send a body, then report the client as gone."""
+    messages = [
+        {"type": "http.request", "body": payload, "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 9), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"qinggan"), (b"content-type", b"application/json")],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+def test_a_request_whose_client_left_is_dropped_before_inference(
+    classifier: qinggan.Classifier,
+) -> None:
+    import threading
+
+    entered = threading.Event()
+    seen: list[list[int]] = []
+    gone_ids = classifier.tokenize([NEGATIVE])[0].ids
+
+    def hook(batch: list[Any]) -> None:
+        seen.extend(e.ids for e in batch)
+        entered.set()
+        time.sleep(0.2)
+
+    app = create_app(Settings(max_wait_ms=0), classifier=Doctored(classifier, hook))
+
+    async def main() -> str:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://qinggan") as client:
+                entered.clear()
+                busy = asyncio.ensure_future(client.post("/analyze", json={"text": POSITIVE}))
+                await asyncio.to_thread(entered.wait, 10)  # the worker is in the slow batch
+                body = json.dumps({"text": NEGATIVE}).encode()
+                assert await post_then_disconnect(app, "/analyze", body) == 499
+                assert (await busy).status_code == 200
+                after = await client.post("/analyze", json={"text": NEGATIVE})
+                assert after.json()["label"] == "Negative"
+                return (await client.get("/metrics")).text
+
+    metrics = asyncio.run(main())
+    assert seen.count(gone_ids) == 1  # only the later request's copy reached the model
+    assert 'qinggan_dropped_texts_total{reason="disconnected"} 1.0' in metrics

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 TEST_DELAY_ENV = "QINGGAN_TEST_INFER_DELAY_MS"  # test-only: slows every model batch
 RETRY_AFTER_S = "1"
+INLINE_TOKENIZE_CHARS = 4096  # bigger requests are tokenised on a helper thread
 WARMUP_TIMEOUT_S = 600.0  # a cold big model may be slow; requests use their own deadline
 
 CSP = (
@@ -390,7 +391,10 @@ class Service:
         if self.batcher is None or not self.ready:
             raise ApiError(503, "unavailable", "the model is not ready yet", _retry())
         start = time.perf_counter()
-        encoded = self.model.tokenize(texts)
+        if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:  # keep the event loop responsive
+            encoded = await asyncio.to_thread(self.model.tokenize, texts)
+        else:
+            encoded = self.model.tokenize(texts)
         self.metrics.tokenization_duration.observe(time.perf_counter() - start)
         try:
             future = self.batcher.submit(encoded, self.settings.request_timeout_s)
