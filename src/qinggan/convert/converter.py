@@ -84,12 +84,11 @@ def convert_checkpoint(
     out = Path(out).expanduser()
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise QingganError(f"{out} already exists; pass --overwrite to replace it")
-    log(f"loading {src}")
     checkpoint = load_checkpoint(src, layout)
     label_map = map_labels(checkpoint.source_labels, labels)
     length = _resolve_max_length(checkpoint, max_length)
     log(
-        f"{checkpoint.layout} checkpoint: {checkpoint.info['num_layers']} layers, hidden "
+        f"loaded {checkpoint.layout} checkpoint {checkpoint.path}: {checkpoint.info['num_layers']} layers, hidden "
         f"{checkpoint.hidden_size}, labels {list(checkpoint.source_labels)} -> "
         f"{list(label_map.labels)}, max_length {length}"
     )

@@ -141,12 +141,18 @@ def _spread_head(model: torch.nn.Module, tokenizer: object, seed: int) -> None:
     """Give the classifier a clear logit spread over the built-in texts (see module doc)."""
     pooled = []
     limits = sorted({min(n, model.config.max_position_embeddings) for n in (64, 128, 512)})
+    sizes = {t: len(tokenizer(t)["input_ids"]) for t in BUILTIN_TEXTS}  # type: ignore[operator]
+    shorter = 0
     for max_length in limits:
-        batch = tokenizer(  # type: ignore[operator]
-            list(BUILTIN_TEXTS), padding=True, truncation=True, max_length=max_length,
-            return_tensors="pt",
-        )
-        pooled.append(model.bert(**batch).pooler_output)
+        # Length-sorted batches (little padding); texts that fit a smaller limit are done.
+        texts = sorted((t for t in BUILTIN_TEXTS if sizes[t] > shorter), key=sizes.__getitem__)
+        shorter = max_length
+        for start in range(0, len(texts), 16):
+            batch = tokenizer(  # type: ignore[operator]
+                texts[start : start + 16], padding=True, truncation=True,
+                max_length=max_length, return_tensors="pt",
+            )
+            pooled.append(model.bert(**batch).pooler_output)
     points = torch.cat(pooled).double()
     centred = points - points.mean(dim=0)
     direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
