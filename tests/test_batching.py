@@ -8,6 +8,7 @@ test hold the worker inside a batch while it queues more requests.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from qinggan.batching import (
     EngineUnavailable,
     InferenceFailed,
     QueueFull,
+    split_for_padding,
 )
 from qinggan.engine import Prediction
 from qinggan.metrics import Metrics
@@ -265,3 +267,35 @@ def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
         assert not batcher.healthy
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("lengths", "overhead", "runs"),
+    [
+        ([], 5.0, []),
+        ([7], 5.0, [(0, 1)]),
+        ([8, 8, 8, 8], 1.0, [(0, 4)]),  # no padding: never split
+        ([5, 5, 5, 100], math.inf, [(0, 4)]),  # calls are dear: one batch
+        ([5, 5, 5, 100], 10.0, [(0, 3), (3, 4)]),  # one long text gets its own call
+        ([2, 3, 40, 41], 4.0, [(0, 2), (2, 4)]),
+        ([10, 11, 12, 13], 7.0, [(0, 4)]),  # a little padding is cheaper than a call
+    ],
+)
+def test_split_for_padding_minimises_padded_tokens_plus_calls(
+    lengths: list[int], overhead: float, runs: list[tuple[int, int]]
+) -> None:
+    assert split_for_padding(lengths, overhead) == runs
+
+
+def test_batcher_gives_a_long_text_its_own_batch_when_calls_are_cheap() -> None:
+    async def scenario() -> FakeModel:
+        model = FakeModel()
+        batcher = await started(model, max_wait_ms=0, batch_overhead_tokens=4.0)
+        blocker = await hold_worker(model, batcher)
+        futures = [batcher.submit(model.tokenize(["x" * n]), GENEROUS) for n in (40, 2, 3, 2)]
+        model.gate.set()
+        await asyncio.gather(blocker, *futures)
+        await batcher.close()
+        return model
+
+    assert run(scenario()).batches[1:] == [[2, 2, 3], [40]]

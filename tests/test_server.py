@@ -155,6 +155,7 @@ def test_health_ready_info_metrics_docs_and_page(server: Server) -> None:
     assert info["model"]["name"] == "tiny-test" and len(info["model"]["sha256"]) == 64
     assert info["model"]["labels"] == ["Negative", "Positive"]
     assert info["limits"]["max_text_chars"] == 512
+    assert "call_overhead_tokens" in info["batching"]
     assert info["limits"]["max_batch_texts"] == 64
     assert {"max_body_bytes", "max_queue", "max_wait_ms", "request_timeout_s"} <= set(
         info["limits"]

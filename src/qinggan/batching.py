@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -79,6 +80,63 @@ class InferenceModel(Protocol):
     def to_predictions(self, probs: Any, batch: Sequence[Encoded]) -> list[Prediction]: ...
 
 
+def split_for_padding(lengths: Sequence[int], overhead_tokens: float) -> list[tuple[int, int]]:
+    """Cut ascending ``lengths`` into runs ``[begin, end)`` of least total cost.
+
+    A run costs its padded tokens (items x longest) plus ``overhead_tokens``, the fixed
+    cost of one more model call expressed in tokens. On a CPU a transformer's time is
+    roughly proportional to padded tokens, so one long review must not make fifteen
+    short ones pay for its length. Exact dynamic programme, O(n^2) for n <= batch size;
+    skipped when the padding in one run costs less than a call.
+    """
+    n = len(lengths)
+    if n <= 1 or n * lengths[-1] - sum(lengths) <= overhead_tokens:
+        return [(0, n)] if n else []
+    best = [0.0] + [math.inf] * n
+    start = [0] * (n + 1)
+    for end in range(1, n + 1):
+        width = lengths[end - 1]
+        for begin in range(end):
+            cost = best[begin] + (end - begin) * width + overhead_tokens
+            if cost < best[end]:
+                best[end] = cost
+                start[end] = begin
+    runs = []
+    end = n
+    while end > 0:
+        runs.append((start[end], end))
+        end = start[end]
+    return runs[::-1]
+
+
+def measure_batch_overhead(model: InferenceModel, overhead_s: float = 1e-4) -> float:
+    """The fixed cost of one model call, in tokens of work (``inf`` if tokens are ~free).
+
+    Times one short and one ~128-token text (best of five each, after a warm-up call) and fits
+    ``time = fixed + per_token * tokens``; ``overhead_s`` adds the batcher's own cost per
+    call (thread hand-off, padding, results).
+    """
+    short = model.tokenize(["好"])
+    medium = model.tokenize(["好" * 126])
+
+    def best_time(batch: list[Encoded]) -> float:
+        model.infer(batch)  # untimed: the first call with a new shape allocates
+        times = []
+        for _ in range(5):
+            begin = time.perf_counter()
+            model.infer(batch)
+            times.append(time.perf_counter() - begin)
+        return min(times)
+
+    t_short, t_medium = best_time(short), best_time(medium)
+    extra_tokens = len(medium[0]) - len(short[0])
+    per_token = (t_medium - t_short) / extra_tokens if extra_tokens > 0 else 0.0
+    if per_token <= 0:
+        return math.inf
+    fixed = max(0.0, t_short - per_token * len(short[0])) + overhead_s
+    return max(1.0, fixed / per_token)
+
+
 class _Job:
     """One request: its future, its results so far and how many texts are still missing."""
 
@@ -125,6 +183,7 @@ class Batcher:
         max_batch_tokens: int = 8192,
         max_wait_ms: float = 2.0,
         max_queue: int = 1024,
+        batch_overhead_tokens: float = math.inf,
         metrics: Metrics | None = None,
     ) -> None:
         self.model = model
@@ -132,6 +191,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.batch_overhead_tokens = batch_overhead_tokens
         self.window_size = max_batch_size * WINDOW_BATCHES
         self.metrics = metrics or Metrics()
         self._queue: deque[_Item] = deque()
@@ -277,52 +337,65 @@ class Batcher:
         return not (lone and quiet)
 
     async def _process(self, window: list[_Item]) -> None:
-        """Sort ``window`` by length, cut it into batches and run them one after another."""
-        loop = self._loop
-        assert loop is not None and self._executor is not None
-        metrics = self.metrics
+        """Sort ``window`` by length, cut it into batches and run them one after another.
+
+        ``plan_batches`` enforces the size and token budgets; each planned batch is then
+        split further where padding would cost more than an extra model call
+        (:func:`split_for_padding`).
+        """
         plan = plan_batches(
             [len(item[2]) for item in window], self.max_batch_size, self.max_batch_tokens
         )
         for indices in plan:
-            batch: list[_Item] = []
-            for i in indices:
-                item = window[i]
-                if item[0].future.done():
-                    metrics.dropped.labels(_drop_reason(item[0].future)).inc()
-                else:
-                    batch.append(item)
-            if not batch:
-                continue
-            now = loop.time()
-            for item in batch:
-                metrics.queue_duration.observe(now - item[0].enqueued)
-            encoded = [item[2] for item in batch]
-            self._active = batch
-            try:
-                predictions, seconds = await loop.run_in_executor(
-                    self._executor, self._infer, encoded
-                )
-            except Exception:
-                self._active = []
-                log.exception("model batch of %d texts failed", len(batch))
-                metrics.batch_failures.inc()
-                for item in batch:
-                    if not item[0].future.done():
-                        item[0].future.set_exception(InferenceFailed("model failure"))
-                continue
-            # On anything worse than Exception, _active stays set so _on_worker_exit fails it.
+            live = self._live([window[i] for i in indices])
+            lengths = [len(item[2]) for item in live]
+            for begin, end in split_for_padding(lengths, self.batch_overhead_tokens):
+                batch = self._live(live[begin:end])
+                if batch:
+                    await self._run_batch(batch)
+
+    def _live(self, items: list[_Item]) -> list[_Item]:
+        """``items`` minus those whose request already ended (counted as dropped)."""
+        live = []
+        for item in items:
+            future = item[0].future
+            if future.done():
+                self.metrics.dropped.labels(_drop_reason(future)).inc()
+            else:
+                live.append(item)
+        return live
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        loop = self._loop
+        assert loop is not None and self._executor is not None
+        metrics = self.metrics
+        now = loop.time()
+        for item in batch:
+            metrics.queue_duration.observe(now - item[0].enqueued)
+        encoded = [item[2] for item in batch]
+        self._active = batch
+        try:
+            predictions, seconds = await loop.run_in_executor(self._executor, self._infer, encoded)
+        except Exception:
             self._active = []
-            metrics.inference_duration.observe(seconds)
-            metrics.batch_size.observe(len(batch))
-            metrics.batch_tokens.observe(len(batch) * max(len(e) for e in encoded))
-            for (job, index, _), prediction in zip(batch, predictions, strict=True):
-                if job.future.done():
-                    continue
-                job.results[index] = prediction
-                job.remaining -= 1
-                if job.remaining == 0:
-                    job.future.set_result(job.results)  # type: ignore[arg-type]
+            log.exception("model batch of %d texts failed", len(batch))
+            metrics.batch_failures.inc()
+            for item in batch:
+                if not item[0].future.done():
+                    item[0].future.set_exception(InferenceFailed("model failure"))
+            return
+        # On anything worse than Exception, _active stays set so _on_worker_exit fails it.
+        self._active = []
+        metrics.inference_duration.observe(seconds)
+        metrics.batch_size.observe(len(batch))
+        metrics.batch_tokens.observe(len(batch) * max(len(e) for e in encoded))
+        for (job, index, _), prediction in zip(batch, predictions, strict=True):
+            if job.future.done():
+                continue
+            job.results[index] = prediction
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result(job.results)  # type: ignore[arg-type]
 
     def _infer(self, encoded: list[Encoded]) -> tuple[list[Prediction], float]:
         """Runs on the worker thread: one model call for one batch."""

@@ -19,6 +19,7 @@ import copy
 import hmac
 import inspect
 import logging
+import math
 import os
 import signal
 import time
@@ -47,6 +48,7 @@ from .batching import (
     InferenceFailed,
     InferenceModel,
     QueueFull,
+    measure_batch_overhead,
 )
 from .engine import Prediction
 from .metrics import Metrics
@@ -329,6 +331,7 @@ class Service:
         self.model: Any = model
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
+        self.batch_overhead_tokens = math.inf
         self.ready = False
 
     async def start(self) -> None:
@@ -344,8 +347,11 @@ class Service:
                 batch_size=s.max_batch_size,
                 max_batch_tokens=s.max_batch_tokens,
             )
+        self.batch_overhead_tokens = await asyncio.to_thread(measure_batch_overhead, self.model)
+        log.info("one model call costs as much as %.0f tokens", self.batch_overhead_tokens)
         self.batcher = Batcher(
             _with_test_hooks(self.model),
+            batch_overhead_tokens=self.batch_overhead_tokens,
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
             max_wait_ms=s.max_wait_ms,
@@ -616,6 +622,13 @@ def create_app(
                 "version": __version__,
                 "model": service.model_info() if service.model is not None else None,
                 "limits": service.limits(),
+                "batching": {
+                    "call_overhead_tokens": (
+                        round(service.batch_overhead_tokens, 1)
+                        if math.isfinite(service.batch_overhead_tokens)
+                        else None
+                    ),
+                },
                 "auth": settings.api_key is not None,
                 "ready": service.ready,
             }
