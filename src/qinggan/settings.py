@@ -95,6 +95,11 @@ class Settings:
                 values[f.name] = _normalise(f.name, overrides[f.name])
                 continue
             raw = environ.get(env_name(f.name))
+            if f.name == "api_key" and raw is not None and not raw.strip():
+                # Fail closed: a set-but-blank key (an empty secret) must not turn auth off.
+                raise SettingsError(
+                    f"{env_name(f.name)} is set but blank; set a key, or unset it to turn auth off"
+                )
             if raw is not None and raw.strip() != "":
                 values[f.name] = _cast(hints[f.name], raw.strip(), env_name(f.name))
         return cls(**values)
