@@ -28,6 +28,7 @@ from qinggan.convert import (  # noqa: E402
 )
 from qinggan.convert.checkpoints import _modelscope_labels, map_structbert_keys  # noqa: E402
 from qinggan.convert.labels import GENERIC_ASSUMPTION  # noqa: E402
+from qinggan.convert.texts import BUILTIN_TEXTS  # noqa: E402
 from qinggan.errors import QingganError  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -96,12 +97,15 @@ def test_converted_bundle_serves_like_pytorch(converted, checkpoints) -> None:
     texts = ["这家酒店服务很好，下次还来。", "太失望了。", "OK啦 😀"]
     clf = load(converted["hf"].bundle.path, variant="fp32")
     checkpoint = load_checkpoint(checkpoints["hf"])
-    batch = checkpoint.tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH,
-                                 return_tensors="pt")
+    batch = checkpoint.tokenizer(
+        texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    )
     with torch.no_grad():
         expected = torch.softmax(checkpoint.model(**batch).logits, dim=-1)
     for pred, probs in zip(clf.predict(texts), expected, strict=True):
-        assert [pred.scores[label] for label in clf.labels] == pytest.approx(probs.tolist(), abs=1e-4)
+        assert [pred.scores[label] for label in clf.labels] == pytest.approx(
+            probs.tolist(), abs=1e-4
+        )
 
 
 def test_int8_refused_below_threshold_via_cli(monkeypatch, capsys, checkpoints, tmp_path) -> None:
@@ -120,24 +124,29 @@ def test_int8_refused_below_threshold_via_cli(monkeypatch, capsys, checkpoints, 
     assert manifest["models"] == {"fp32": "model.onnx"}
     assert manifest["default_variant"] == "fp32"
     assert manifest["parity"]["int8"]["accepted"] is False
+    # every preset was tried before giving up, and each attempt is on record
+    assert len(manifest["parity"]["int8"]["attempts"]) == 4
     assert not (out / "model.int8.onnx").exists()
 
 
 def test_force_int8_keeps_variant_but_not_as_default(checkpoints, tmp_path: Path) -> None:
     result = convert_checkpoint(
         checkpoints["hf"], tmp_path / "forced", max_length=32, min_int8_agreement=1.01,
-        force_int8=True,
+        force_int8=True, int8_search=False, parity_texts=["用户自己的文本：还不错"],
     )  # fmt: skip
+    assert result.report.texts == len(BUILTIN_TEXTS) + 1
     manifest = result.bundle.manifest
     assert set(manifest.models) == {"fp32", "int8"}
     assert manifest.default_variant == "fp32"
     assert result.report.int8 is not None and result.report.int8.forced
+    assert [a["preset"] for a in result.report.int8.attempts] == ["u8 per-channel"]
 
 
 def test_fp32_parity_failure_leaves_nothing(checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "parent" / "bundle"
-    with pytest.raises(ParityError, match="differ from PyTorch"):
+    with pytest.raises(ParityError, match="differ from PyTorch") as exc:
         convert_checkpoint(checkpoints["hf"], out, max_length=16, int8=False, tolerance=1e-12)
+    assert not exc.value.report.fp32_ok
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # the temporary directory is gone too
 
@@ -190,7 +199,9 @@ def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 
 
 def test_cli_missing_directory(monkeypatch, capsys, tmp_path: Path) -> None:
-    code, err = _run_main(monkeypatch, capsys, "convert", str(tmp_path / "nope"), str(tmp_path / "o"))
+    code, err = _run_main(
+        monkeypatch, capsys, "convert", str(tmp_path / "nope"), str(tmp_path / "o")
+    )
     assert code == 1
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "does not exist" in err
@@ -217,7 +228,9 @@ def test_cli_missing_weights(monkeypatch, capsys, checkpoints, tmp_path: Path) -
 
 def test_cli_not_a_checkpoint(monkeypatch, capsys, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    code, err = _run_main(monkeypatch, capsys, "convert", str(tmp_path / "empty"), str(tmp_path / "o"))
+    code, err = _run_main(
+        monkeypatch, capsys, "convert", str(tmp_path / "empty"), str(tmp_path / "o")
+    )
     assert code == 1 and "neither config.json" in err
 
 

@@ -249,6 +249,9 @@ def convert(
     ] = None,
     int8_weights: Annotated[str, typer.Option("--int8-weights", help="u8 (AVX2-safe) or s8.")] = "u8",
     reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit int8 weights.")] = False,
+    int8_search: Annotated[
+        bool, typer.Option("--int8-search/--no-int8-search", help="Try other int8 presets if needed.")
+    ] = True,
     min_int8_agreement: Annotated[
         float, typer.Option("--min-int8-agreement", min=0.0, help="int8/fp32 label agreement needed.")
     ] = 0.99,
@@ -262,7 +265,7 @@ def convert(
         src, out, int8=int8, force_int8=force_int8, max_length=max_length, name=name,
         layout=layout, labels=labels, parity_texts=parity_texts, int8_weights=int8_weights,
         reduce_range=reduce_range, min_int8_agreement=min_int8_agreement, fuse=fuse,
-        overwrite=overwrite,
+        overwrite=overwrite, int8_search=int8_search,
     )  # fmt: skip
 
 

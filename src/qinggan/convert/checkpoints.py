@@ -98,7 +98,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def detect_layout(src: Path) -> str:
-    """``modelscope`` if the directory has ``configuration.json`` or a StructBERT config, else ``hf``."""
+    """``modelscope`` with ``configuration.json`` or a StructBERT ``config.json``, else ``hf``."""
     if (src / MODELSCOPE_CONFIG).is_file():
         return "modelscope"
     config = src / "config.json"
@@ -201,9 +201,7 @@ def _load_hf(root: Path, weights: str) -> Checkpoint:
     max_positions = int(getattr(config, "max_position_embeddings", 512))
     declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
     default_max = declared if 2 <= declared <= max_positions else min(512, max_positions)
-    return _finish(
-        root, "hf", model.eval(), tokenizer, reference, labels, default_max, weights
-    )
+    return _finish(root, "hf", model.eval(), tokenizer, reference, labels, default_max, weights)
 
 
 # ----------------------------------------------------------------------------- ModelScope
@@ -310,7 +308,9 @@ def _load_modelscope(root: Path, weights: str) -> Checkpoint:
     from transformers import BertConfig, BertForSequenceClassification
 
     if weights in SHARD_INDEXES:
-        raise CheckpointError(f"{root}: sharded weights are not supported for the ModelScope layout")
+        raise CheckpointError(
+            f"{root}: sharded weights are not supported for the ModelScope layout"
+        )
     cfg = read_json(root / MODELSCOPE_CONFIG) if (root / MODELSCOPE_CONFIG).is_file() else {}
     config_path = root / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
@@ -385,7 +385,9 @@ def _load_modelscope(root: Path, weights: str) -> Checkpoint:
 # ----------------------------------------------------------------------------- shared
 
 
-def _check_keys(root: Path, *, missing: list[str], unexpected: list[str], mismatched: list[str]) -> None:
+def _check_keys(
+    root: Path, *, missing: list[str], unexpected: list[str], mismatched: list[str]
+) -> None:
     def listing(keys: list[str]) -> str:
         shown = ", ".join(keys[:6])
         return shown + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
@@ -416,9 +418,10 @@ def _finish(
     import inspect
 
     config = model.config
-    uses_token_types = "token_type_ids" in inspect.signature(model.forward).parameters and int(
-        getattr(config, "type_vocab_size", 0) or 0
-    ) >= 1
+    uses_token_types = (
+        "token_type_ids" in inspect.signature(model.forward).parameters
+        and int(getattr(config, "type_vocab_size", 0) or 0) >= 1
+    )
     return Checkpoint(
         path=root,
         layout=layout,

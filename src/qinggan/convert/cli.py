@@ -26,6 +26,7 @@ def run_convert(
     parity_texts: str | None,
     int8_weights: str,
     reduce_range: bool,
+    int8_search: bool,
     min_int8_agreement: float,
     fuse: bool,
     overwrite: bool,
@@ -45,22 +46,22 @@ def run_convert(
         result = convert_checkpoint(
             src, out, layout=layout, name=name, max_length=max_length, int8=int8,
             force_int8=force_int8, min_int8_agreement=min_int8_agreement,
-            int8_weights=int8_weights, reduce_range=reduce_range, labels=label_names,
+            int8_weights=int8_weights, reduce_range=reduce_range,
+            int8_search=int8_search, labels=label_names,
             parity_texts=extra, fuse=fuse, overwrite=overwrite, log=log,
         )  # fmt: skip
     except ParityError as exc:
-        report = getattr(exc, "report", None)
-        if report is not None:
-            stdout.print(parity_table(report))
+        stdout.print(parity_table(exc.report))
         raise
     stdout.print(parity_table(result.report))
     q = result.report.int8
     if q is not None and not q.accepted:
         verdict = "kept anyway (--force-int8), fp32 stays the default" if q.forced else "REFUSED"
+        tried = ", ".join(a["preset"] for a in q.attempts)
         stderr.print(
             f"[bold red]WARNING: int8 agrees with fp32 on only {q.label_agreement:.1%} of texts "
-            f"(< {q.min_agreement:.0%}): int8 variant {verdict}. Try --int8-weights s8 or "
-            "--reduce-range, or serve fp32.[/bold red]"
+            f"(< {q.min_agreement:.0%}; tried {tried}): int8 variant {verdict}; "
+            "the bundle serves fp32 by default.[/bold red]"
         )
     m = result.bundle.manifest
     stdout.print(

@@ -26,13 +26,14 @@ from .labels import map_labels
 from .parity import (
     FP32_TOLERANCE,
     INT8_MIN_AGREEMENT,
+    Int8Parity,
     ParityReport,
     compare_fp32,
     compare_int8,
     onnx_logits,
     reference_logits,
 )
-from .quantize import quantize_int8
+from .quantize import INT8_PRESETS, Int8Preset, quantize_int8
 from .texts import BUILTIN_TEXTS
 
 FP32_FILE = "model.onnx"
@@ -41,6 +42,10 @@ INT8_FILE = "model.int8.onnx"
 
 class ParityError(QingganError):
     """The exported fp32 graph does not reproduce the PyTorch model."""
+
+    def __init__(self, message: str, report: ParityReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -68,6 +73,7 @@ def convert_checkpoint(
     min_int8_agreement: float = INT8_MIN_AGREEMENT,
     int8_weights: str = "u8",
     reduce_range: bool = False,
+    int8_search: bool = True,
     labels: Sequence[str] | None = None,
     parity_texts: Sequence[str] = (),
     fuse: bool = True,
@@ -77,6 +83,10 @@ def convert_checkpoint(
 ) -> Conversion:
     """Convert the checkpoint at ``src`` into a bundle at ``out`` and verify it.
 
+    int8 starts with ``int8_weights``/``reduce_range`` (per-channel); if that misses
+    ``min_int8_agreement`` and ``int8_search`` is on, the other presets in
+    :data:`~qinggan.convert.quantize.INT8_PRESETS` are tried and the first that passes
+    (else the best) is used; every attempt is recorded in the parity report.
     ``parity_texts`` are checked in addition to the built-in texts. Raises
     :class:`ParityError` (leaving nothing at ``out``) when fp32 logits differ from
     PyTorch's by more than ``tolerance``.
@@ -88,7 +98,8 @@ def convert_checkpoint(
     label_map = map_labels(checkpoint.source_labels, labels)
     length = _resolve_max_length(checkpoint, max_length)
     log(
-        f"loaded {checkpoint.layout} checkpoint {checkpoint.path}: {checkpoint.info['num_layers']} layers, hidden "
+        f"loaded {checkpoint.layout} checkpoint {checkpoint.path}: "
+        f"{checkpoint.info['num_layers']} layers, hidden "
         f"{checkpoint.hidden_size}, labels {list(checkpoint.source_labels)} -> "
         f"{list(label_map.labels)}, max_length {length}"
     )
@@ -96,10 +107,21 @@ def convert_checkpoint(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
     try:
         conversion = _convert_into(
-            work, checkpoint, label_map, length, name or out.name,
-            int8=int8, force_int8=force_int8, min_int8_agreement=min_int8_agreement,
-            int8_weights=int8_weights, reduce_range=reduce_range,
-            texts=[*BUILTIN_TEXTS, *parity_texts], fuse=fuse, tolerance=tolerance, log=log,
+            work,
+            checkpoint,
+            label_map,
+            length,
+            name or out.name,
+            int8=int8,
+            force_int8=force_int8,
+            min_int8_agreement=min_int8_agreement,
+            int8_weights=int8_weights,
+            reduce_range=reduce_range,
+            int8_search=int8_search,
+            texts=[*BUILTIN_TEXTS, *parity_texts],
+            fuse=fuse,
+            tolerance=tolerance,
+            log=log,
         )
         if out.exists():
             shutil.rmtree(out)
@@ -135,6 +157,7 @@ def _convert_into(
     min_int8_agreement: float,
     int8_weights: str,
     reduce_range: bool,
+    int8_search: bool,
     texts: list[str],
     fuse: bool,
     tolerance: float,
@@ -150,7 +173,10 @@ def _convert_into(
     if fuse:
         log("fusing attention/layer-norm/gelu for ONNX Runtime")
         fused = fuse_transformer(
-            raw, work / FP32_FILE, num_heads=checkpoint.num_heads, hidden_size=checkpoint.hidden_size
+            raw,
+            work / FP32_FILE,
+            num_heads=checkpoint.num_heads,
+            hidden_size=checkpoint.hidden_size,
         )
         raw.unlink()
     else:
@@ -160,7 +186,13 @@ def _convert_into(
     ref, ref_ids = reference_logits(checkpoint, texts, max_length)
     fp32, fp32_ids, truncated = onnx_logits(work / FP32_FILE, encoder, texts, exported["inputs"])
     report = compare_fp32(
-        ref, ref_ids, fp32, fp32_ids, texts, truncated=truncated, max_length=max_length,
+        ref,
+        ref_ids,
+        fp32,
+        fp32_ids,
+        texts,
+        truncated=truncated,
+        max_length=max_length,
         tolerance=tolerance,
     )
     if not report.fp32_ok:
@@ -170,24 +202,41 @@ def _convert_into(
                 f"; {report.token_mismatches} text(s) tokenise differently, e.g. "
                 f"{report.first_token_mismatch}"
             )
-        error = ParityError(
+        raise ParityError(
             f"fp32 ONNX logits differ from PyTorch by {report.fp32_max_abs_diff:.2e} "
-            f"(tolerance {tolerance:.0e}){hint}; no bundle written"
+            f"(tolerance {tolerance:.0e}){hint}; no bundle written",
+            report,
         )
-        error.report = report  # type: ignore[attr-defined]
-        raise error
 
     models = {"fp32": FP32_FILE}
     default_variant = "fp32"
     refused = False
     quant_settings: dict[str, Any] = {}
+    attempts: list[dict[str, Any]] = []
+    best: tuple[Int8Preset, Int8Parity, dict[str, Any]] | None = None
     if int8:
-        log(f"quantising int8 ({int8_weights} weights, per-channel)")
-        quant_settings = quantize_int8(
-            work / FP32_FILE, work / INT8_FILE, weight_type=int8_weights, reduce_range=reduce_range
-        )
-        q, _, _ = onnx_logits(work / INT8_FILE, encoder, texts, exported["inputs"])
-        report.int8 = compare_int8(fp32, q, min_agreement=min_int8_agreement, force=force_int8)
+        first = Int8Preset(int8_weights, per_channel=True, reduce_range=reduce_range)
+        presets = [first] + ([p for p in INT8_PRESETS if p != first] if int8_search else [])
+        for preset in presets:
+            log(f"quantising int8 ({preset.name})")
+            quant_settings = quantize_int8(
+                work / FP32_FILE, work / INT8_FILE, weight_type=preset.weights,
+                per_channel=preset.per_channel, reduce_range=preset.reduce_range,
+            )  # fmt: skip
+            q, _, _ = onnx_logits(work / INT8_FILE, encoder, texts, exported["inputs"])
+            result = compare_int8(fp32, q, min_agreement=min_int8_agreement, force=force_int8)
+            attempts.append({"preset": preset.name, "label_agreement": result.label_agreement,
+                             "max_prob_diff": round(result.max_prob_diff, 6)})  # fmt: skip
+            log(f"int8 {preset.name}: {result.label_agreement:.2%} label agreement with fp32")
+            if best is None or result.label_agreement > best[1].label_agreement:
+                best = (preset, result, quant_settings)
+                (work / INT8_FILE).replace(work / "best.int8.onnx")
+            if result.accepted:
+                break
+        assert best is not None
+        (work / "best.int8.onnx").replace(work / INT8_FILE)
+        _, report.int8, quant_settings = best
+        report.int8.attempts = attempts
         if report.int8.accepted:
             models["int8"] = INT8_FILE
             default_variant = "int8"

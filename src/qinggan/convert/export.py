@@ -68,21 +68,37 @@ def export_onnx(model: torch.nn.Module, path: Path, *, uses_token_types: bool) -
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                wrapper, inputs, str(path), input_names=names, output_names=["logits"],
-                dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                wrapper,
+                inputs,
+                str(path),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
             )
             exporter = "torchscript"
         except (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError):
             batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
             shapes = {name: {0: batch, 1: sequence} for name in names}
             program = torch.onnx.export(
-                wrapper, inputs, input_names=names, output_names=["logits"],
-                dynamic_shapes=shapes, opset_version=18, dynamo=True, verbose=False,
+                wrapper,
+                inputs,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes=shapes,
+                opset_version=18,
+                dynamo=True,
+                verbose=False,
             )
             program.save(str(path), external_data=False)
             exporter = "dynamo"
-    return {"exporter": f"torch.onnx ({exporter}) {torch.__version__}", "opset": _opset(path),
-            "inputs": names}
+    return {
+        "exporter": f"torch.onnx ({exporter}) {torch.__version__}",
+        "opset": _opset(path),
+        "inputs": names,
+    }
 
 
 def _opset(path: Path) -> int:
@@ -105,8 +121,13 @@ def fuse_transformer(src: Path, dst: Path, *, num_heads: int, hidden_size: int) 
     logger.setLevel(logging.ERROR)
     try:
         optimized = optimize_model(
-            str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-            optimization_options=options, opt_level=0, use_gpu=False,
+            str(src),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            optimization_options=options,
+            opt_level=0,
+            use_gpu=False,
         )
         optimized.save_model_to_file(str(dst))
         stats = optimized.get_fused_operator_statistics()

@@ -13,7 +13,7 @@ label agreement with fp32 and the largest probability difference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Int8Parity:
     min_agreement: float
     accepted: bool
     forced: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -117,11 +118,16 @@ def compare_fp32(
     max_length: int,
     tolerance: float = FP32_TOLERANCE,
 ) -> ParityReport:
-    mismatched = [i for i, (a, b) in enumerate(zip(reference_ids, candidate_ids, strict=True)) if a != b]
+    mismatched = [
+        i for i, (a, b) in enumerate(zip(reference_ids, candidate_ids, strict=True)) if a != b
+    ]
     first = ""
     if mismatched:
         i = mismatched[0]
-        first = f"text #{i} {texts[i][:30]!r}: source {reference_ids[i][:12]} vs bundle {candidate_ids[i][:12]}"
+        first = (
+            f"text #{i} {texts[i][:30]!r}: source ids {reference_ids[i][:12]} "
+            f"vs bundle ids {candidate_ids[i][:12]}"
+        )
     return ParityReport(
         texts=len(texts),
         truncated=truncated,
@@ -158,22 +164,30 @@ def parity_table(report: ParityReport) -> Any:
     def verdict(ok: bool) -> str:
         return "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]"
 
-    table = Table(title=f"parity on {report.texts} texts ({report.truncated} truncated at {report.max_length} tokens)")
+    table = Table(
+        title=f"parity on {report.texts} texts "
+        f"({report.truncated} truncated at {report.max_length} tokens)"
+    )
     for column in ("check", "value", "limit", "result"):
         table.add_column(column)
     table.add_row(
-        "tokenizer: texts with different ids", str(report.token_mismatches), "0",
+        "tokenizer: texts with different ids",
+        str(report.token_mismatches),
+        "0",
         verdict(report.token_mismatches == 0),
     )
     table.add_row(
-        "fp32: max |logit diff| vs PyTorch", f"{report.fp32_max_abs_diff:.2e}",
-        f"<= {report.tolerance:.0e}", verdict(report.fp32_ok),
+        "fp32: max |logit diff| vs PyTorch",
+        f"{report.fp32_max_abs_diff:.2e}",
+        f"<= {report.tolerance:.0e}",
+        verdict(report.fp32_ok),
     )
     table.add_row("fp32: label agreement", f"{report.fp32_label_agreement:.2%}", "", "")
     if report.int8 is not None:
         q = report.int8
         table.add_row(
-            "int8: label agreement with fp32", f"{q.label_agreement:.2%} ({q.flips} flips)",
+            "int8: label agreement with fp32",
+            f"{q.label_agreement:.2%} ({q.flips} flips)",
             f">= {q.min_agreement:.0%}",
             verdict(q.accepted) + (" (forced)" if q.forced else ""),
         )

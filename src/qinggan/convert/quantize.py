@@ -12,11 +12,36 @@ compute and quantising them only loses accuracy.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 WEIGHT_TYPES = ("u8", "s8")
 QUANTIZED_OPS = ["MatMul", "Attention", "Gemm"]
+
+
+@dataclass(frozen=True)
+class Int8Preset:
+    """One way to quantise: weight type, per-channel scales, 7-bit range."""
+
+    weights: str = "u8"
+    per_channel: bool = True
+    reduce_range: bool = False
+
+    @property
+    def name(self) -> str:
+        scales = "per-channel" if self.per_channel else "per-tensor"
+        return f"{self.weights} {scales}" + (" reduce-range" if self.reduce_range else "")
+
+
+# Tried in this order when the first choice misses the agreement threshold. Which one
+# wins depends on the model's weight and activation ranges, so we measure, not guess.
+INT8_PRESETS = (
+    Int8Preset("u8", per_channel=True),
+    Int8Preset("u8", per_channel=False),
+    Int8Preset("s8", per_channel=True),
+    Int8Preset("u8", per_channel=True, reduce_range=True),
+)
 
 
 def quantize_int8(

@@ -79,7 +79,9 @@ def make_random_checkpoint(
         raise ValueError(f"layout must be 'hf' or 'modelscope', not {layout!r}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    tokens = list(vocab) if vocab is not None and not isinstance(vocab, int) else chinese_vocab(vocab)
+    tokens = (
+        list(vocab) if vocab is not None and not isinstance(vocab, int) else chinese_vocab(vocab)
+    )
     (root / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     if label_names is None:
         label_names = ("Negative", "Positive") if layout == "hf" else ("负面", "正面")
@@ -149,8 +151,11 @@ def _spread_head(model: torch.nn.Module, tokenizer: object, seed: int) -> None:
         shorter = max_length
         for start in range(0, len(texts), 16):
             batch = tokenizer(  # type: ignore[operator]
-                texts[start : start + 16], padding=True, truncation=True,
-                max_length=max_length, return_tensors="pt",
+                texts[start : start + 16],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             )
             pooled.append(model.bert(**batch).pooler_output)
     points = torch.cat(pooled).double()
@@ -174,8 +179,8 @@ def _spread_head(model: torch.nn.Module, tokenizer: object, seed: int) -> None:
         weight[row] = signs[row] * scale / 2 * direction
         bias[row] = -signs[row] * scale / 2 * (threshold + float(points.mean(dim=0) @ direction))
         if num_labels > 2:
-            weight[row] += torch.randn(points.shape[1], generator=generator, dtype=torch.float64) * (
-                scale / 4
-            )
+            weight[row] += torch.randn(
+                points.shape[1], generator=generator, dtype=torch.float64
+            ) * (scale / 4)
     model.classifier.weight.copy_(weight.float())
     model.classifier.bias.copy_(bias.float())
