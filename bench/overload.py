@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,8 +210,18 @@ class StageResult:
         }
 
 
-def bodies_for(texts: Sequence[str]) -> list[bytes]:
-    return [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+def bodies_for(texts: Sequence[str], per_request: int = 1) -> list[bytes]:
+    """JSON bodies: ``{"text"}`` for /analyze, or ``{"texts"}`` of ``per_request`` texts."""
+    if per_request <= 1:
+        return [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+    groups = [
+        texts[i : i + per_request] for i in range(0, len(texts) - per_request + 1, per_request)
+    ]
+    return [json.dumps({"texts": list(g)}, ensure_ascii=False).encode() for g in groups]
+
+
+def path_for(body: bytes) -> str:
+    return "/v1/analyze" if body.startswith(b'{"texts"') else "/analyze"
 
 
 async def _one(
@@ -221,7 +231,7 @@ async def _one(
     lag = 0.0 if scheduled is None else max(0.0, sent - scheduled)
     try:
         response = await asyncio.wait_for(
-            client.post("/analyze", content=body, headers={"content-type": "application/json"}),
+            client.post(path_for(body), content=body, headers={"content-type": "application/json"}),
             timeout_s,
         )
     except (asyncio.TimeoutError, httpx.TimeoutException):
@@ -271,10 +281,20 @@ async def open_loop(
     duration_s: float,
     max_connections: int,
     timeout_s: float,
+    shards: int = 16,
 ) -> list[Outcome]:
-    """Send at ``rate`` requests/s for ``duration_s`` whatever the answers; wait for them all."""
+    """Send at ``rate`` requests/s for ``duration_s`` whatever the answers; wait for them all.
+
+    Requests are spread round-robin over ``shards`` clients: one httpx pool with hundreds
+    of waiting requests costs more client CPU than the server spends refusing them.
+    """
     tasks: list[asyncio.Task[Outcome]] = []
-    async with make_client(url, max_connections, timeout_s) as client:
+    per_shard = max(1, max_connections // shards)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(make_client(url, per_shard, timeout_s))
+            for _ in range(shards)
+        ]
         start = time.perf_counter()
         n = int(rate * duration_s)
         for i in range(n):
@@ -283,8 +303,50 @@ async def open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             body = bodies[i % len(bodies)]
+            client = clients[i % shards]
             tasks.append(asyncio.create_task(_one(client, body, timeout_s, scheduled)))
         return list(await asyncio.gather(*tasks))
+
+
+SLOW_HEADERS = b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+SLOW_BODY = SLOW_HEADERS + b'Content-Length: 100\r\n\r\n{"text": '
+
+
+async def with_slow_clients(
+    server: Server, count: int, closed: Callable[[str], Awaitable[StageResult]]
+) -> dict[str, Any]:
+    """Hold ``count`` connections that never finish their request (half stop mid-headers,
+    half mid-body, slowloris-style) while a closed-loop stage runs; report whether normal
+    clients were still served and how many of the stalled connections the server kept."""
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    rss_before = server.rss() / 1e6
+    for i in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(SLOW_HEADERS if i % 2 else SLOW_BODY)
+        await writer.drain()
+        conns.append((reader, writer))
+    held_s = time.perf_counter()
+    stage = await closed(f"+{count} slow")
+    held_s = time.perf_counter() - held_s
+
+    async def still_open(reader: asyncio.StreamReader) -> bool:
+        try:
+            return await asyncio.wait_for(reader.read(1), 0.01) != b""
+        except asyncio.TimeoutError:
+            return True
+        except ConnectionError:
+            return False
+
+    open_after = sum([await still_open(r) for r, _ in conns])
+    for _, writer in conns:
+        writer.close()
+    return {
+        "slow_connections": count,
+        "slow_held_s": round(held_s, 1),
+        "slow_still_open_after_hold": open_after,
+        "rss_mb_before_slow": round(rss_before, 1),
+        "rss_mb_with_slow": stage.summary()["max_rss_mb"],
+    }
 
 
 def windows(outcomes: Sequence[Outcome], start: float, width: float) -> list[int]:
@@ -304,8 +366,9 @@ def server_counters(url: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "qinggan_requests_total" and sample.labels["route"] == "/analyze":
-                key = f"analyze_{sample.labels['status']}"
+            route = sample.labels.get("route", "")
+            if sample.name == "qinggan_requests_total" and route in ("/analyze", "/v1/analyze"):
+                key = f"{route.strip('/').replace('/', '_')}_{sample.labels['status']}"
             elif sample.name in ("qinggan_rejected_requests_total", "qinggan_dropped_texts_total"):
                 key = f"{sample.name.removeprefix('qinggan_').removesuffix('_total')}"
                 key += f"_{sample.labels['reason']}"
@@ -363,7 +426,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ready_s = server.wait_ready()
             idle_rss = server.rss() / 1e6
-            bodies = bodies_for(review_texts())
+            texts = review_texts(limit=2000 * args.texts_per_request)
+            bodies = bodies_for(texts, args.texts_per_request)
             return asyncio.run(measure(args, server, bodies, ready_s, idle_rss, env))
         finally:
             code = server.stop()
@@ -411,10 +475,13 @@ async def measure(
     per_window = windows(after.outcomes, burst_end, 1.0)
     recovery_s = next((float(i) for i, n in enumerate(per_window) if n >= 0.9 * capacity), None)
 
+    slow: dict[str, Any] = {}
+    if args.slow_clients:
+        slow = await with_slow_clients(server, args.slow_clients, closed)
     rows = [s.summary() for s in stages]
     print()
     print_table(rows, COLUMNS)
-    after_rps = rows[-1]["goodput_rps"]
+    after_rps = next(r["goodput_rps"] for r in rows if r["stage"] == "after")
     peak_rss = max(r["max_rss_mb"] for r in rows)
     answered = all(r["timeouts"] == 0 and r["transport_errors"] == 0 and not r["other_status"]
                    and r["shed_without_retry_after"] == 0 for r in rows)  # fmt: skip
@@ -431,7 +498,7 @@ async def measure(
     }
     counters = server_counters(server.url)
     print()
-    for key, value in {**verdict, **counters}.items():
+    for key, value in {**verdict, **slow, **counters}.items():
         print(f"{key:32} {value}")
     return {
         "script": "bench/overload.py",
@@ -440,6 +507,7 @@ async def measure(
         "config": {**vars(args), "server_env": env},
         "stages": rows,
         "verdict": verdict,
+        "slow_clients": slow,
         "server_counters": counters,
         "after_burst_ok_per_second": per_window,
     }
@@ -461,6 +529,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=32)
     p.add_argument("--request-timeout-s", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--slow-clients", type=int, default=500,
+                   help="stalled connections held in a last stage (0: skip)")  # fmt: skip
+    p.add_argument("--texts-per-request", type=int, default=1,
+                   help="1: POST /analyze; N > 1: POST /v1/analyze with N texts")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "overload.json")
     return p.parse_args(argv)
 
