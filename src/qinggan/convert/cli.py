@@ -36,7 +36,7 @@ def run_convert(
     label_names = [x.strip() for x in labels.split(",")] if labels else None
     extra = read_text_file(parity_texts) if parity_texts else []
     _quiet_transformers()
-    stdout, stderr = Console(), Console(stderr=True)
+    stdout, stderr = Console(), Console(stderr=True, soft_wrap=True)
     started = time.perf_counter()
 
     def log(message: str) -> None:

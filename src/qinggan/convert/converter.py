@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Bundle, sha256_file, write_bundle
+from ..bundle import Bundle, load_bundle, sha256_file, write_bundle
 from ..errors import QingganError
 from ..tokenization import TextEncoder
 from .checkpoints import Checkpoint, load_checkpoint
@@ -123,14 +123,14 @@ def convert_checkpoint(
             tolerance=tolerance,
             log=log,
         )
-        if out.exists():
+        if out.is_dir():
             shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
         work.rename(out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    from ..bundle import load_bundle
-
     return Conversion(load_bundle(out), conversion.report, conversion.int8_refused)
 
 
@@ -237,6 +237,7 @@ def _convert_into(
         (work / "best.int8.onnx").replace(work / INT8_FILE)
         _, report.int8, quant_settings = best
         report.int8.attempts = attempts
+        report.int8.preset = best[0].name
         if report.int8.accepted:
             models["int8"] = INT8_FILE
             default_variant = "int8"

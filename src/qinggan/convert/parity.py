@@ -38,6 +38,7 @@ class Int8Parity:
     min_agreement: float
     accepted: bool
     forced: bool = False
+    preset: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -191,6 +192,7 @@ def parity_table(report: ParityReport) -> Any:
             f">= {q.min_agreement:.0%}",
             verdict(q.accepted) + (" (forced)" if q.forced else ""),
         )
+        table.add_row("int8: quantisation preset", q.preset, "", "")
         table.add_row("int8: max |probability diff|", f"{q.max_prob_diff:.4f}", "", "")
         table.add_row("int8: mean |probability diff|", f"{q.mean_prob_diff:.4f}", "", "")
     return table
