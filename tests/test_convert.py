@@ -28,10 +28,10 @@ from qinggan.convert import (  # noqa: E402
 )
 from qinggan.convert.checkpoints import _modelscope_labels, map_structbert_keys  # noqa: E402
 from qinggan.convert.labels import GENERIC_ASSUMPTION  # noqa: E402
+from qinggan.convert.synthetic import chinese_vocab  # noqa: E402
 from qinggan.convert.texts import BUILTIN_TEXTS  # noqa: E402
 from qinggan.errors import QingganError  # noqa: E402
 
-pytestmark = pytest.mark.slow
 MAX_LENGTH = 64
 LAYOUTS = ("hf", "modelscope")
 QINGGAN = [sys.executable, "-c", "from qinggan.cli import main; main()"]
@@ -55,6 +55,7 @@ def converted(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFac
 # --------------------------------------------------------------------------- conversion
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_fp32_parity_within_tolerance(converted, layout: str) -> None:
     result = converted[layout]
@@ -70,6 +71,7 @@ def test_fp32_parity_within_tolerance(converted, layout: str) -> None:
     assert manifest.max_length == MAX_LENGTH
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_labels_are_canonical(converted, layout: str) -> None:
     manifest = converted[layout].bundle.manifest
@@ -79,6 +81,7 @@ def test_labels_are_canonical(converted, layout: str) -> None:
     assert manifest.source["source_labels"] == expected_source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_int8_agrees_and_becomes_default(converted, layout: str) -> None:
     result = converted[layout]
@@ -92,6 +95,7 @@ def test_int8_agrees_and_becomes_default(converted, layout: str) -> None:
     assert manifest.parity["int8"]["accepted"] is True
 
 
+@pytest.mark.slow
 def test_converted_bundle_serves_like_pytorch(converted, checkpoints) -> None:
     """The engine's probabilities on the fp32 variant equal PyTorch's softmax."""
     texts = ["这家酒店服务很好，下次还来。", "太失望了。", "OK啦 😀"]
@@ -108,6 +112,7 @@ def test_converted_bundle_serves_like_pytorch(converted, checkpoints) -> None:
         )
 
 
+@pytest.mark.slow
 def test_int8_refused_below_threshold_via_cli(monkeypatch, capsys, checkpoints, tmp_path) -> None:
     out = tmp_path / "refused"
     monkeypatch.setattr(
@@ -129,6 +134,7 @@ def test_int8_refused_below_threshold_via_cli(monkeypatch, capsys, checkpoints, 
     assert not (out / "model.int8.onnx").exists()
 
 
+@pytest.mark.slow
 def test_force_int8_keeps_variant_but_not_as_default(checkpoints, tmp_path: Path) -> None:
     result = convert_checkpoint(
         checkpoints["hf"], tmp_path / "forced", max_length=32, min_int8_agreement=1.01,
@@ -142,6 +148,7 @@ def test_force_int8_keeps_variant_but_not_as_default(checkpoints, tmp_path: Path
     assert [a["preset"] for a in result.report.int8.attempts] == ["u8 per-channel"]
 
 
+@pytest.mark.slow
 def test_fp32_parity_failure_leaves_nothing(checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "parent" / "bundle"
     with pytest.raises(ParityError, match="differ from PyTorch") as exc:
@@ -151,6 +158,7 @@ def test_fp32_parity_failure_leaves_nothing(checkpoints, tmp_path: Path) -> None
     assert list(out.parent.iterdir()) == []  # the temporary directory is gone too
 
 
+@pytest.mark.slow
 def test_predict_end_to_end_on_converted_bundle(converted) -> None:
     bundle = converted["modelscope"].bundle.path
     proc = subprocess.run(
@@ -207,15 +215,16 @@ def test_cli_missing_directory(monkeypatch, capsys, tmp_path: Path) -> None:
     assert "does not exist" in err
 
 
-def test_cli_unknown_layout(monkeypatch, capsys, checkpoints, tmp_path: Path) -> None:
+def test_cli_unknown_layout(monkeypatch, capsys, tmp_path: Path) -> None:
     code, err = _run_main(
-        monkeypatch, capsys, "convert", str(checkpoints["hf"]), str(tmp_path / "o"),
+        monkeypatch, capsys, "convert", str(tmp_path), str(tmp_path / "o"),
         "--layout", "onnx",
     )  # fmt: skip
     assert code == 1
     assert err.startswith("error: unknown layout 'onnx'") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_cli_missing_weights(monkeypatch, capsys, checkpoints, tmp_path: Path) -> None:
     src = tmp_path / "no-weights"
     shutil.copytree(checkpoints["modelscope"], src)
@@ -264,6 +273,7 @@ def test_structbert_key_mapping_prefixes_and_heads() -> None:
     assert set(bare) == {"bert.embeddings.word_embeddings.weight", "classifier.bias"}
 
 
+@pytest.mark.slow
 def test_unexpected_and_missing_keys_are_named(checkpoints, tmp_path: Path) -> None:
     src = tmp_path / "extra-key"
     shutil.copytree(checkpoints["modelscope"], src)
@@ -277,6 +287,7 @@ def test_unexpected_and_missing_keys_are_named(checkpoints, tmp_path: Path) -> N
     assert "bert.mystery.weight" in message and "bert.pooler.dense.bias" in message
 
 
+@pytest.mark.slow
 def test_modelscope_encoder_prefix_checkpoint_loads(tmp_path: Path) -> None:
     src = make_random_checkpoint(
         tmp_path / "ms", "modelscope", num_layers=1, hidden=32, heads=2, intermediate=64,
@@ -287,6 +298,15 @@ def test_modelscope_encoder_prefix_checkpoint_loads(tmp_path: Path) -> None:
     assert checkpoint.info["backbone_prefix"] == "encoder."
     assert checkpoint.source_labels == ["negative", "positive"]
     assert checkpoint.default_max_length == 128  # ModelScope's preprocessor default
+
+
+def test_chinese_vocab_pads_and_cuts() -> None:
+    full = chinese_vocab()
+    assert full[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert "好" in full and "差" in full and len(set(full)) == len(full)
+    padded = chinese_vocab(21128)  # StructBERT/bert-base-chinese size
+    assert len(padded) == 21128 and padded[-1].startswith("[unused")
+    assert chinese_vocab(300) == full[:300]
 
 
 def test_modelscope_label_lookup_order(tmp_path: Path) -> None:
