@@ -348,7 +348,10 @@ class Service:
                 max_batch_tokens=s.max_batch_tokens,
             )
         self.batch_overhead_tokens = await asyncio.to_thread(measure_batch_overhead, self.model)
-        log.info("one model call costs as much as %.0f tokens", self.batch_overhead_tokens)
+        if math.isfinite(self.batch_overhead_tokens):
+            log.info("one model call costs as much as %.0f tokens", self.batch_overhead_tokens)
+        else:
+            log.info("model calls cost next to nothing: batches are never split for padding")
         self.batcher = Batcher(
             _with_test_hooks(self.model),
             batch_overhead_tokens=self.batch_overhead_tokens,
