@@ -159,6 +159,24 @@ def test_fp32_parity_failure_leaves_nothing(checkpoints, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_hf_vocab_only_generic_labels(tmp_path: Path) -> None:
+    """vocab.txt without tokenizer.json, LABEL_0/LABEL_1: the documented assumption applies."""
+    src = make_random_checkpoint(
+        tmp_path / "ck", "hf", num_layers=1, hidden=32, heads=2, intermediate=64, vocab=3000,
+        label_names=["LABEL_0", "LABEL_1"],
+    )  # fmt: skip
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).unlink()
+    result = convert_checkpoint(src, tmp_path / "bundle", max_length=48, int8=False)
+    manifest = result.bundle.manifest
+    assert manifest.labels == ("Negative", "Positive")
+    assert manifest.source["label_assumption"] == GENERIC_ASSUMPTION
+    assert manifest.models == {"fp32": "model.onnx"} and manifest.default_variant == "fp32"
+    assert result.report.token_mismatches == 0  # fast tokenizer == Python WordPiece
+    assert result.report.fp32_max_abs_diff <= 1e-4
+
+
+@pytest.mark.slow
 def test_predict_end_to_end_on_converted_bundle(converted) -> None:
     bundle = converted["modelscope"].bundle.path
     proc = subprocess.run(
