@@ -150,6 +150,7 @@ def test_health_ready_info_metrics_docs_and_page(server: Server) -> None:
     get = lambda path: httpx.get(server.url + path)  # noqa: E731
     assert get("/health").json() == {"status": "ok"}
     assert get("/ready").json() == {"status": "ready"}
+    assert httpx.head(server.url + "/health").status_code == 200  # for load balancers
     info = get("/info").json()
     assert info["version"] == qinggan.__version__
     assert info["model"]["name"] == "tiny-test" and len(info["model"]["sha256"]) == 64

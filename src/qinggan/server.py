@@ -604,13 +604,13 @@ def create_app(
         except ApiError as error:
             return error.response()
 
-    @app.get("/health", summary="Liveness: 200 while the model worker runs")
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: 200 while alive")
     async def health(request: Request) -> Response:
         if service.batcher is not None and not service.healthy:
             return error_response(503, "unhealthy", "the model worker died", _retry())
         return json_response({"status": "ok"})
 
-    @app.get("/ready", summary="Readiness: 200 once the model is loaded and warmed")
+    @app.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: 200 once loaded and warm")
     async def ready(request: Request) -> Response:
         if not service.healthy:
             return error_response(503, "unhealthy", "the model worker is not running", _retry())
