@@ -530,3 +530,17 @@ def test_a_request_whose_client_left_is_dropped_before_inference(
     metrics = asyncio.run(main())
     assert seen.count(gone_ids) == 1  # only the later request's copy reached the model
     assert 'qinggan_dropped_texts_total{reason="disconnected"} 1.0' in metrics
+
+
+def test_openapi_schema_documents_the_key_only_when_one_is_set(
+    classifier: qinggan.Classifier,
+) -> None:
+    keyed = create_app(Settings(api_key="k"), classifier=classifier).openapi()
+    assert set(keyed["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert keyed["paths"]["/analyze"]["post"]["security"]
+    assert "security" not in keyed["paths"]["/health"]["get"]
+    open_schema = create_app(Settings(), classifier=classifier).openapi()
+    assert "securitySchemes" not in open_schema.get("components", {})
+    assert set(open_schema["paths"]) == {
+        "/analyze", "/v1/analyze", "/health", "/ready", "/info", "/metrics"
+    }  # fmt: skip

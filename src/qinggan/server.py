@@ -604,19 +604,22 @@ def create_app(
         except ApiError as error:
             return error.response()
 
-    @app.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: 200 while alive")
+    @app.get("/health", summary="Liveness: 200 while the model worker runs")
     async def health(request: Request) -> Response:
         if service.batcher is not None and not service.healthy:
             return error_response(503, "unhealthy", "the model worker died", _retry())
         return json_response({"status": "ok"})
 
-    @app.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness: 200 once loaded and warm")
+    @app.get("/ready", summary="Readiness: 200 once the model is loaded and warmed")
     async def ready(request: Request) -> Response:
         if not service.healthy:
             return error_response(503, "unhealthy", "the model worker is not running", _retry())
         if not service.ready:
             return error_response(503, "not_ready", "the model is not ready yet", _retry())
         return json_response({"status": "ready"})
+
+    for probe in (health, ready):  # HEAD too, for load balancers (not in the schema)
+        app.add_api_route(f"/{probe.__name__}", probe, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/info", summary="Model, version and every limit")
     async def info(request: Request) -> Response:
@@ -689,7 +692,30 @@ def create_app(
         cors=bool(settings.cors_origins),
     )
     _skip_fastapi_handlers(app)
+    if settings.api_key is not None:
+        _document_api_key(app)
     return app
+
+
+def _document_api_key(app: FastAPI) -> None:
+    """Declare the key in the OpenAPI schema so /docs can send it ("Authorize")."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path not in PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _skip_fastapi_handlers(app: FastAPI) -> None:
