@@ -378,7 +378,7 @@ def _load_modelscope(root: Path, weights: str) -> Checkpoint:
     checkpoint = _finish(
         root, "modelscope", model.eval(), tokenizer, reference, labels, default_max, weights
     )
-    checkpoint.info.update(note)
+    checkpoint.info.update(note, model_type=f"{hyper.get('model_type', 'structbert')} (as bert)")
     return checkpoint
 
 
