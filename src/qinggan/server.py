@@ -777,7 +777,9 @@ def run(settings: Settings) -> None:
         access_log=settings.access_log,
         server_header=False,
         lifespan="on",
-        timeout_graceful_shutdown=None,
+        # Every accepted request ends within its deadline; this only bounds stragglers
+        # such as a client that trickles its body forever.
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
     # uvicorn re-raises the signal it caught once it has shut down gracefully; with this
     # handler in place that re-raise is a no-op and the process exits 0.
