@@ -160,6 +160,13 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "scale.md")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--note", default="", help="a line added to the doc (e.g. load on the machine)")
+    parser.add_argument(
+        "--serve-rss",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="instead: measure `qinggan serve` RSS idle and under SECONDS of load (deploy sizing)",
+    )
     args = parser.parse_args()
 
     if args.model is None:
@@ -178,6 +185,9 @@ def main() -> None:
         f"{bundle.model_path().stat().st_size / 1e6:.0f} MB ONNX)"
     )
     texts = load_texts(args.data)
+    if args.serve_rss:
+        serve_rss(args, texts, model_desc)
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     tmp = tempfile.TemporaryDirectory(prefix="qinggan-bench-") if args.workdir is None else None
     workdir = Path(tmp.name) if tmp else args.workdir
@@ -252,6 +262,86 @@ def main() -> None:
         text = text[: text.index(start) + len(start)] + "\n" + measured + text[text.index(end) :]
     else:
         text = f"# Scoring files at scale\n\n{start}\n{measured}{end}\n"
+    args.doc.write_text(text, encoding="utf-8")
+    print(f"wrote {args.doc}")
+
+
+def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> None:
+    """RSS of `qinggan serve` when idle and at its peak under load from 8 client threads
+    each posting full /v1/analyze batches of the longest accepted texts."""
+    import httpx
+
+    port = 7800 + os.getpid() % 100
+    cmd = ["qinggan", "serve", "-m", str(args.model), "--port", str(port), "--threads", str(args.threads)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "qinggan.cli", *cmd[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc = psutil.Process(server.pid)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise SystemExit("error: the server did not become ready in 120 s")
+        time.sleep(2)
+        idle = tree_rss(proc)
+        longest = sorted((t for t in texts if len(t) <= 512), key=len)[-2000:]
+        stop = time.monotonic() + args.serve_rss
+        served = [0]
+        peak = idle
+
+        def client(offset: int) -> None:
+            with httpx.Client(timeout=60) as http:
+                i = offset
+                while time.monotonic() < stop:
+                    batch = [longest[(i + k) % len(longest)] for k in range(64)]
+                    if http.post(f"{url}/v1/analyze", json={"texts": batch}).status_code == 200:
+                        served[0] += len(batch)
+                    i += 64
+
+        workers = [threading.Thread(target=client, args=(n * 250,)) for n in range(8)]
+        for w in workers:
+            w.start()
+        while any(w.is_alive() for w in workers):
+            peak = max(peak, tree_rss(proc))
+            time.sleep(0.2)
+        after = tree_rss(proc)
+    finally:
+        server.terminate()
+        server.wait(30)
+    lines = [
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} with "
+        f"`python bench/files.py --serve-rss {args.serve_rss:g} --model {args.model} "
+        f"--threads {args.threads}`; model {model_desc}; {cpu_name()}.",
+        "",
+        "| state | RSS (MB) |",
+        "|---|---:|",
+        f"| idle (ready, warmed) | {idle / 2**20:,.0f} |",
+        f"| peak under load (8 clients × 64 texts of up to 512 chars) | {peak / 2**20:,.0f} |",
+        f"| after the load | {after / 2**20:,.0f} |",
+        "",
+        f"{served[0]:,} texts served in {args.serve_rss:g} s "
+        f"({served[0] / args.serve_rss:,.0f} texts/s, {args.threads} threads).",
+        "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.no_doc:
+        return
+    start, end = "<!-- bench:serve-rss:start -->", "<!-- bench:serve-rss:end -->"
+    text = args.doc.read_text(encoding="utf-8") if args.doc.exists() else "# Scoring files at scale\n"
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + report + text[text.index(end) :]
+    else:
+        text += f"\n{start}\n{report}{end}\n"
     args.doc.write_text(text, encoding="utf-8")
     print(f"wrote {args.doc}")
 

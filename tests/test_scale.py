@@ -76,3 +76,32 @@ def test_ray_engine_matches_local_engine(
     assert summary.rows == 500
     assert scorer.identity() == local.identity()  # same fingerprint: either engine can resume
     assert pq.read_table(tmp_path / "ray.parquet") == pq.read_table(tmp_path / "local.parquet")
+
+
+def test_deploy_manifests_are_consistent() -> None:
+    """deploy/: probes on the server's real routes, one port name throughout, HPA on the Deployment."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    docs = {
+        d["kind"]: d
+        for name in ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+        for d in yaml.safe_load_all((deploy / name).read_text(encoding="utf-8"))
+    }
+    kustomization = yaml.safe_load((deploy / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert sorted(kustomization["resources"]) == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"]
+    deployment = docs["Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert ports["http"] == int(env["QINGGAN_PORT"])
+    assert env["QINGGAN_THREADS"] == container["resources"]["limits"]["cpu"]
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert docs["Service"]["spec"]["selector"] == labels
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    target = docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"

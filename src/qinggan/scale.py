@@ -121,7 +121,8 @@ def score_dataset(
     """Add prediction columns to every row of ``ds`` (lazily, like any Ray Data transform).
 
     ``concurrency`` is the actor-pool size: an int for a fixed pool, ``(min, max)`` to
-    autoscale, ``None`` for one actor per ``threads`` CPUs of the cluster. Each actor
+    autoscale, ``None`` for ``(1, cluster CPUs / threads)``. A fixed pool that takes every
+    CPU leaves none for Ray Data's read tasks and stalls; autoscaling avoids that. Each actor
     reserves ``threads`` CPUs and runs ONNX Runtime with that many threads. Rows whose
     text is missing, empty or not a string get an ``error`` value, as in ``qinggan
     predict --input``.
@@ -131,10 +132,12 @@ def score_dataset(
 
     if not ray.is_initialized():
         ray.init()
+    if concurrency is None:
+        concurrency = (1, _pool_size(ray, None, threads))
     if isinstance(concurrency, tuple):
         compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     else:
-        compute = ActorPoolStrategy(size=_pool_size(ray, concurrency, threads))
+        compute = ActorPoolStrategy(size=concurrency)
     return ds.map_batches(
         BatchScorer,
         fn_constructor_kwargs={
