@@ -97,6 +97,20 @@ def test_results_come_back_in_input_order() -> None:
     assert run(scenario()) == ["L5", "L1", "L3", "L2", "L4"]
 
 
+def test_timings_report_queue_and_model_time_per_request() -> None:
+    async def scenario() -> dict[str, float]:
+        model = FakeModel()
+        batcher = await started(model, max_batch_size=1)
+        timings: dict[str, float] = {}
+        await batcher.submit(model.tokenize(["ab", "abc"]), GENEROUS, timings)  # two batches
+        await batcher.close()
+        return timings
+
+    timings = run(scenario())
+    assert set(timings) == {"queue", "inference"}
+    assert timings["queue"] >= 0 and timings["inference"] > 0
+
+
 def test_lone_request_does_not_wait_for_a_batch() -> None:
     async def scenario() -> None:
         model = FakeModel()

@@ -117,7 +117,10 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
 
 
 def test_analyze_returns_the_original_contract(server: Server) -> None:
-    good = httpx.post(server.url + "/analyze", json={"text": POSITIVE}).json()
+    response = httpx.post(server.url + "/analyze", json={"text": POSITIVE})
+    for stage in ("tokenization", "queue", "inference", "total"):
+        assert float(response.headers[f"x-{stage}-time"]) >= 0  # milliseconds
+    good = response.json()
     assert good["label"] == "Positive" and good["label_zh"] == "正面"
     assert good["text"] == POSITIVE and good["truncated"] is False
     assert 0.5 < good["confidence"] <= 1.0

@@ -140,13 +140,20 @@ def measure_batch_overhead(model: InferenceModel, overhead_s: float = 1e-4) -> f
 class _Job:
     """One request: its future, its results so far and how many texts are still missing."""
 
-    __slots__ = ("future", "results", "remaining", "enqueued")
+    __slots__ = ("future", "results", "remaining", "enqueued", "timings")
 
-    def __init__(self, future: asyncio.Future[list[Prediction]], size: int, now: float) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[list[Prediction]],
+        size: int,
+        now: float,
+        timings: dict[str, float] | None,
+    ) -> None:
         self.future = future
         self.results: list[Prediction | None] = [None] * size
         self.remaining = size
         self.enqueued = now
+        self.timings = timings
 
 
 _Item = tuple[_Job, int, Encoded]  # (request, index of the text in it, tokens)
@@ -244,14 +251,16 @@ class Batcher:
     # -- requests ---------------------------------------------------------------------
 
     def submit(
-        self, encoded: Sequence[Encoded], timeout: float
+        self, encoded: Sequence[Encoded], timeout: float, timings: dict[str, float] | None = None
     ) -> asyncio.Future[list[Prediction]]:
         """Queue one request's texts; the future resolves to their predictions, in order.
 
         Raises :class:`QueueFull` when the queue is not empty and cannot hold all the
         texts, :class:`EngineUnavailable` when closing or dead. The future fails with
         :class:`DeadlineExceeded` after ``timeout`` seconds. Set :class:`ClientGone` on
-        it to abandon the request; it is then dropped before inference.
+        it to abandon the request; it is then dropped before inference. ``timings``, if
+        given, receives ``queue`` (seconds until its first batch) and ``inference``
+        (seconds of model time of the batches that held it).
         """
         if not self.accepting:
             raise EngineUnavailable("the model worker is not running")
@@ -267,7 +276,7 @@ class Batcher:
             future.set_result([])
             return future
         now = loop.time()
-        job = _Job(future, size, now)
+        job = _Job(future, size, now, timings)
         timer = loop.call_at(now + timeout, self._expire, future)
         future.add_done_callback(lambda _f: timer.cancel())
         queue.extend((job, i, enc) for i, enc in enumerate(encoded))
@@ -387,6 +396,7 @@ class Batcher:
         # On anything worse than Exception, _active stays set so _on_worker_exit fails it.
         self._active = []
         metrics.inference_duration.observe(seconds)
+        self._record_timings(batch, now, seconds)
         metrics.batch_size.observe(len(batch))
         metrics.batch_tokens.observe(len(batch) * max(len(e) for e in encoded))
         for (job, index, _), prediction in zip(batch, predictions, strict=True):
@@ -396,6 +406,17 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0:
                 job.future.set_result(job.results)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _record_timings(batch: list[_Item], started: float, seconds: float) -> None:
+        """Fill the ``timings`` dicts of the batch's requests: queue and model seconds."""
+        seen: set[int] = set()
+        for job, _, _ in batch:
+            timings = job.timings
+            if timings is not None and id(job) not in seen:
+                seen.add(id(job))
+                timings.setdefault("queue", started - job.enqueued)
+                timings["inference"] = timings.get("inference", 0.0) + seconds
 
     def _infer(self, encoded: list[Encoded]) -> tuple[list[Prediction], float]:
         """Runs on the worker thread: one model call for one batch."""

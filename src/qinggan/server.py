@@ -395,8 +395,13 @@ class Service:
             "request_timeout_s": s.request_timeout_s,
         }
 
-    async def classify(self, texts: list[str], request: Request) -> list[Prediction]:
-        """Tokenise, queue and wait; abandons the request if its client disconnects."""
+    async def classify(
+        self, texts: list[str], request: Request, timings: dict[str, float]
+    ) -> list[Prediction]:
+        """Tokenise, queue and wait; abandons the request if its client disconnects.
+
+        ``timings`` receives the seconds spent tokenising, queued and in the model.
+        """
         if self.batcher is None or not self.ready:
             raise ApiError(503, "unavailable", "the model is not ready yet", _retry())
         start = time.perf_counter()
@@ -404,9 +409,10 @@ class Service:
             encoded = await asyncio.to_thread(self.model.tokenize, texts)
         else:
             encoded = self.model.tokenize(texts)
-        self.metrics.tokenization_duration.observe(time.perf_counter() - start)
+        timings["tokenization"] = time.perf_counter() - start
+        self.metrics.tokenization_duration.observe(timings["tokenization"])
         try:
-            future = self.batcher.submit(encoded, self.settings.request_timeout_s)
+            future = self.batcher.submit(encoded, self.settings.request_timeout_s, timings)
         except QueueFull:
             raise ApiError(
                 503, "overloaded", "the server is busy; retry shortly", _retry()
@@ -439,6 +445,13 @@ class Service:
 
 def _retry() -> dict[str, str]:
     return {"Retry-After": RETRY_AFTER_S}
+
+
+def timing_headers(timings: dict[str, float], started: float) -> dict[str, str]:
+    """Where the time went, in milliseconds (header names as text-embeddings-inference's)."""
+    headers = {f"x-{stage}-time": f"{seconds * 1000:.3f}" for stage, seconds in timings.items()}
+    headers["x-total-time"] = f"{(time.perf_counter() - started) * 1000:.3f}"
+    return headers
 
 
 def _abandon_if_gone(watcher: asyncio.Future[Message], future: asyncio.Future[Any]) -> None:
@@ -556,6 +569,7 @@ def create_app(
         },
     )
     async def analyze(request: Request) -> Response:
+        started = time.perf_counter()
         try:
             payload = await read_json(request, settings.max_body_bytes)
             if not isinstance(payload, dict):
@@ -563,8 +577,10 @@ def create_app(
                     422, "invalid_request", 'the body must be an object: {"text": "..."}'
                 )
             text = check_text(payload.get("text"), "text", limit_chars)
-            predictions = await service.classify([text], request)
-            return json_response(result_dict(text, predictions[0]))
+            timings: dict[str, float] = {}
+            predictions = await service.classify([text], request, timings)
+            body = result_dict(text, predictions[0])
+            return json_response(body, headers=timing_headers(timings, started))
         except ApiError as error:
             return error.response()
 
@@ -576,6 +592,7 @@ def create_app(
         responses={200: {"model": BatchResult}, **_errors(400, 401, 413, 415, 422, 500, 503, 504)},
     )
     async def analyze_batch(request: Request) -> Response:
+        started = time.perf_counter()
         try:
             payload = await read_json(request, settings.max_body_bytes)
             if not isinstance(payload, dict):
@@ -597,10 +614,10 @@ def create_app(
                 )
             for i, text in enumerate(texts):
                 check_text(text, f"texts[{i}]", limit_chars)
-            predictions = await service.classify(texts, request)
-            return json_response(
-                {"results": [result_dict(t, p) for t, p in zip(texts, predictions, strict=True)]}
-            )
+            timings: dict[str, float] = {}
+            predictions = await service.classify(texts, request, timings)
+            results = [result_dict(t, p) for t, p in zip(texts, predictions, strict=True)]
+            return json_response({"results": results}, headers=timing_headers(timings, started))
         except ApiError as error:
             return error.response()
 
