@@ -700,6 +700,10 @@ def create_app(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=[
+                "Retry-After",
+                *(f"x-{stage}-time" for stage in ("tokenization", "queue", "inference", "total")),
+            ],
             max_age=600,
         )
     app.add_middleware(
