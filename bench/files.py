@@ -151,15 +151,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="bundle path or built-in name")
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated row counts")
-    parser.add_argument("--ray-rows", type=int, default=0, help="rows for Ray vs in-process (0: skip)")
+    parser.add_argument(
+        "--ray-rows", type=int, default=0, help="rows for Ray vs in-process (0: skip)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--output-format", default="parquet", choices=["parquet", "csv", "jsonl"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="scratch dir (default: a temp dir)"
+    )
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "scale.md")
     parser.add_argument("--no-doc", action="store_true", help="print only")
-    parser.add_argument("--note", default="", help="a line added to the doc (e.g. load on the machine)")
+    parser.add_argument(
+        "--note", default="", help="a line added to the doc (e.g. load on the machine)"
+    )
     parser.add_argument(
         "--serve-rss",
         type=float,
@@ -272,7 +278,16 @@ def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> No
     import httpx
 
     port = 7800 + os.getpid() % 100
-    cmd = ["qinggan", "serve", "-m", str(args.model), "--port", str(port), "--threads", str(args.threads)]
+    cmd = [
+        "qinggan",
+        "serve",
+        "-m",
+        str(args.model),
+        "--port",
+        str(port),
+        "--threads",
+        str(args.threads),
+    ]
     server = subprocess.Popen(
         [sys.executable, "-m", "qinggan.cli", *cmd[1:]],
         stdout=subprocess.DEVNULL,
@@ -337,7 +352,9 @@ def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> No
     if args.no_doc:
         return
     start, end = "<!-- bench:serve-rss:start -->", "<!-- bench:serve-rss:end -->"
-    text = args.doc.read_text(encoding="utf-8") if args.doc.exists() else "# Scoring files at scale\n"
+    text = (
+        args.doc.read_text(encoding="utf-8") if args.doc.exists() else "# Scoring files at scale\n"
+    )
     if start in text and end in text:
         text = text[: text.index(start) + len(start)] + "\n" + report + text[text.index(end) :]
     else:

@@ -34,7 +34,15 @@ from qinggan.files import (
     score_file,
 )
 
-ADDED = ["label", "label_zh", "confidence", "score_Negative", "score_Positive", "truncated", "error"]
+ADDED = [
+    "label",
+    "label_zh",
+    "confidence",
+    "score_Negative",
+    "score_Positive",
+    "truncated",
+    "error",
+]
 TEXTS = ["这家酒店很好，服务棒", "太差了，非常失望", "味道一般", "喜欢，满意", "垃圾，糟糕"]
 EXPECTED = ["Positive", "Negative", None, "Positive", "Negative"]  # None: no sentiment chars
 
@@ -195,7 +203,12 @@ def test_bad_rows_in_csv_and_columnar_output(tmp_path: Path, scorer: LocalScorer
     jsonl.write_text('{"text": 5, "meta": {"a": 1}}\n{"text": "好"}\n', encoding="utf-8")
     out = tmp_path / "out.parquet"
     score_file(str(src), str(out), scorer, ScoreOptions(progress=False))
-    assert pq.read_table(out).column("error").to_pylist() == [None, "empty text", "empty text", None]
+    assert pq.read_table(out).column("error").to_pylist() == [
+        None,
+        "empty text",
+        "empty text",
+        None,
+    ]
     score_file(str(jsonl), str(out), scorer, ScoreOptions(progress=False))
     table = pq.read_table(out)  # non-string JSON values become JSON text in columnar output
     assert table.column("text").to_pylist() == ["5", "好"]
@@ -228,7 +241,9 @@ def test_user_errors(tmp_path: Path, scorer: LocalScorer) -> None:
     opts = ScoreOptions(progress=False)
     with pytest.raises(FileFormatError, match="--prefix"):
         score_file(str(src), str(tmp_path / "o.csv"), scorer, opts)
-    score_file(str(src), str(tmp_path / "o.csv"), scorer, ScoreOptions(prefix="pred_", progress=False))
+    score_file(
+        str(src), str(tmp_path / "o.csv"), scorer, ScoreOptions(prefix="pred_", progress=False)
+    )
     assert read_output(tmp_path / "o.csv")[0]["pred_label"] == "Positive"
     with pytest.raises(FileFormatError, match="no column 'review'"):
         score_file(str(src), str(tmp_path / "o.csv"), scorer, ScoreOptions(text_column="review"))
@@ -371,6 +386,8 @@ def test_cli_file_summary_and_errors(tmp_path: Path, tiny_bundle: Bundle) -> Non
     assert "5 rows, 0 errors" in done.stderr and "rows/s" in done.stderr
     assert "\x1b[" not in done.stderr  # no progress bar when stderr is not a terminal
     assert pq.read_table(out).num_rows == 5
-    bad = subprocess.run([*base, "-i", str(src), "-o", str(tmp_path / "o.doc")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [*base, "-i", str(src), "-o", str(tmp_path / "o.doc")], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("error: cannot tell the format")
     assert "Traceback" not in bad.stderr

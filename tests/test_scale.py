@@ -79,7 +79,7 @@ def test_ray_engine_matches_local_engine(
 
 
 def test_deploy_manifests_are_consistent() -> None:
-    """deploy/: probes on the server's real routes, one port name throughout, HPA on the Deployment."""
+    """deploy/: probes on real routes, one port name throughout, HPA on the Deployment."""
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
     deploy = Path(__file__).resolve().parents[1] / "deploy"
     docs = {
@@ -88,7 +88,12 @@ def test_deploy_manifests_are_consistent() -> None:
         for d in yaml.safe_load_all((deploy / name).read_text(encoding="utf-8"))
     }
     kustomization = yaml.safe_load((deploy / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert sorted(kustomization["resources"]) == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"]
+    assert sorted(kustomization["resources"]) == [
+        "deployment.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+        "service.yaml",
+    ]
     deployment = docs["Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"

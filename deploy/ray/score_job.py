@@ -21,7 +21,11 @@ from qinggan.scale import score_dataset
 
 
 def read(path: str, fmt: str) -> ray.data.Dataset:
-    readers = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv, "jsonl": ray.data.read_json}
+    readers = {
+        "parquet": ray.data.read_parquet,
+        "csv": ray.data.read_csv,
+        "jsonl": ray.data.read_json,
+    }
     return readers[fmt](path)
 
 
@@ -31,8 +35,12 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--format", default="parquet", choices=["parquet", "csv", "jsonl"])
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--model", default=None, help="built-in name or a bundle path on every node")
-    parser.add_argument("--concurrency", type=int, default=None, help="actors (default: cluster CPUs)")
+    parser.add_argument(
+        "--model", default=None, help="built-in name or a bundle path on every node"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="actors (default: cluster CPUs)"
+    )
     parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
 

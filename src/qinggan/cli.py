@@ -113,6 +113,8 @@ def predict(
     if input_path is not None or output_path is not None:
         if texts:
             raise QingganError("pass texts as arguments or use --input, not both")
+        if input_path in (None, "-") and sys.stdin.isatty():
+            raise QingganError("no input: pass --input FILE or pipe rows on stdin")
         from .files import ScoreOptions
 
         options = ScoreOptions(

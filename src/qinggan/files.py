@@ -264,7 +264,9 @@ class Source(ABC):
         if chunk.table is not None:
             return chunk.table
         records = chunk.records or []
-        arrays = [pa.array([_json_cell(r.get(c)) for r in records], pa.string()) for c in self.columns]
+        arrays = [
+            pa.array([_json_cell(r.get(c)) for r in records], pa.string()) for c in self.columns
+        ]
         return pa.Table.from_arrays(arrays, schema=self.schema())
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -539,7 +541,9 @@ def open_source(path: str, text_column: str, fmt: str = "auto") -> Source:
         raise FileFormatError(f"input {path!r} does not exist or is not a file")
     kind, compressed = detect_format(path, fmt)
     if kind in ("csv", "tsv"):
-        return CsvSource(path, text_column, delimiter="," if kind == "csv" else "\t", compressed=compressed)
+        return CsvSource(
+            path, text_column, delimiter="," if kind == "csv" else "\t", compressed=compressed
+        )
     if kind == "parquet":
         if compressed:
             raise FileFormatError("Parquet is compressed internally; do not gzip it")
@@ -922,9 +926,10 @@ def _run(
             )
         if saved is not None:
             if saved.get("fingerprint") != current:
+                reason = describe_mismatch(saved["fingerprint"], current)
                 raise ResumeError(
-                    f"cannot resume {output_path}: {describe_mismatch(saved['fingerprint'], current)}. "
-                    "Restore them, or pass --no-resume to start over."
+                    f"cannot resume {output_path}: {reason}. Run the original command again, "
+                    "or pass --no-resume to start over."
                 )
             skip = int(saved["rows"])
             sink_state = saved.get("sink", {})

@@ -188,9 +188,7 @@ class RayChunkScorer:
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
-        self.actors = [
-            actor.remote(spec, variant=variant, threads=threads) for _ in range(size)
-        ]
+        self.actors = [actor.remote(spec, variant=variant, threads=threads) for _ in range(size)]
 
     def identity(self) -> dict[str, Any]:
         return dict(self._identity)
