@@ -275,7 +275,9 @@ PROTECTED = [
     ("GET", "/info", {}),
     ("GET", "/metrics", {}),
 ]
-PUBLIC = [("GET", p, {}) for p in ("/health", "/ready", "/", "/docs", "/openapi.json")]
+PUBLIC = [
+    ("GET", p, {}) for p in ("/health", "/ready", "/", "/static/app.js", "/docs", "/openapi.json")
+]
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs"), PROTECTED)
