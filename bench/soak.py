@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from overload import (
     RESULTS,
@@ -35,42 +34,25 @@ from overload import (
     Outcome,
     Server,
     machine,
-    make_client,
+    post_one,
     print_table,
     review_texts,
     server_counters,
+    sharded_clients,
     tiny_model,
 )
 
 
-async def _send(
-    client: httpx.AsyncClient, path: str, body: bytes, timeout_s: float, scheduled: float
-) -> Outcome:
-    sent = time.perf_counter()
-    try:
-        response = await asyncio.wait_for(
-            client.post(path, content=body, headers={"content-type": "application/json"}),
-            timeout_s,
-        )
-    except (asyncio.TimeoutError, httpx.TimeoutException):
-        return Outcome(sent, time.perf_counter() - sent, -1, lag_s=sent - scheduled)
-    except httpx.TransportError:
-        return Outcome(sent, time.perf_counter() - sent, 0, lag_s=sent - scheduled)
-    return Outcome(sent, time.perf_counter() - sent, response.status_code, lag_s=sent - scheduled)
-
-
-def request_bodies(
-    texts: Sequence[str], batch_every: int, seed: int = 0
-) -> list[tuple[str, bytes]]:
-    """(path, body) pairs: single texts, and every ``batch_every``-th a batch of 2-16 texts."""
+def request_bodies(texts: Sequence[str], batch_every: int, seed: int = 0) -> list[bytes]:
+    """Bodies for /analyze, and every ``batch_every``-th one for /v1/analyze (2-16 texts)."""
     rng = random.Random(seed)
-    out: list[tuple[str, bytes]] = []
+    out: list[bytes] = []
     for i, text in enumerate(texts):
         if batch_every and i % batch_every == 0:
             batch = rng.sample(list(texts), rng.randint(2, 16))
-            out.append(("/v1/analyze", json.dumps({"texts": batch}, ensure_ascii=False).encode()))
+            out.append(json.dumps({"texts": batch}, ensure_ascii=False).encode())
         else:
-            out.append(("/analyze", json.dumps({"text": text}, ensure_ascii=False).encode()))
+            out.append(json.dumps({"text": text}, ensure_ascii=False).encode())
     return out
 
 
@@ -92,17 +74,17 @@ def minute_row(minute: int, outcomes: Sequence[Outcome], rss_mb: Sequence[float]
     }
 
 
-async def soak(args: argparse.Namespace, server: Server, bodies: list[tuple[str, bytes]]) -> dict:
+async def soak(args: argparse.Namespace, server: Server, bodies: list[bytes]) -> dict:
     minutes: list[list[Outcome]] = [[] for _ in range(args.minutes)]
     pending: set[asyncio.Task[None]] = set()
     start = time.perf_counter()
     total = int(args.minutes * 60 * args.rate)
 
-    async with make_client(server.url, args.max_connections, args.timeout_s) as client:
+    async with sharded_clients(server.url, args.max_connections, args.timeout_s) as clients:
 
         async def one(i: int, scheduled: float) -> None:
-            path, body = bodies[i % len(bodies)]
-            outcome = await _send(client, path, body, args.timeout_s, scheduled)
+            client = clients[i % len(clients)]
+            outcome = await post_one(client, bodies[i % len(bodies)], args.timeout_s, scheduled)
             minutes[min(int((scheduled - start) // 60), args.minutes - 1)].append(outcome)
 
         next_report = start + 60
