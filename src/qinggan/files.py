@@ -244,17 +244,17 @@ def _json_cell(value: object) -> str | None:
 
 
 class Source(ABC):
-    """A streamed input. ``position()`` reports progress in the unit of ``total``."""
+    """A streamed input with named columns."""
 
     columns: list[str]
-    total: int | None = None
 
     @abstractmethod
     def chunks(self, size: int, skip: int = 0) -> Iterator[Chunk]:
         """Chunks of exactly ``size`` rows (the last may be shorter), after ``skip`` rows."""
 
-    @abstractmethod
-    def position(self) -> int | None: ...
+    def count_rows(self) -> int | None:
+        """Rows in the input (a quick extra pass, for the progress bar); ``None`` if unknown."""
+        return None
 
     def schema(self) -> pa.Schema:
         """The Arrow schema of the input columns (as tables handed to columnar writers)."""
@@ -318,6 +318,18 @@ class ArrowSource(Source):
         return Chunk(texts=table.column(self.text_column).to_pylist(), table=table)
 
 
+def _open_native(path: str, compressed: bool) -> tuple[pa.NativeFile, pa.NativeFile]:
+    """Like :func:`_open_binary` but Arrow-native, so Arrow's reader threads never call
+    back into Python (a Python file object there can abort the interpreter at exit)."""
+    try:
+        raw = pa.OSFile(path, "rb")
+    except OSError as exc:
+        raise FileFormatError(f"cannot read {path!r}: {exc}") from None
+    if compressed:
+        return pa.CompressedInputStream(raw, "gzip"), raw
+    return raw, raw
+
+
 class CsvSource(ArrowSource):
     """CSV/TSV through pyarrow's streaming reader; every column is read as text, verbatim."""
 
@@ -326,9 +338,8 @@ class CsvSource(ArrowSource):
         self.text_column = text_column
         self.delimiter = delimiter
         self.compressed = compressed
-        self.total = os.path.getsize(path)
-        self._raw: IO[bytes] | None = None
-        stream, raw = _open_binary(path, compressed)
+        self._raw: pa.NativeFile | None = None
+        stream, raw = _open_native(path, compressed)
         try:
             reader = pa_csv.open_csv(
                 stream, read_options=self._read_options(), parse_options=self._parse_options()
@@ -353,7 +364,7 @@ class CsvSource(ArrowSource):
         return pa_csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        stream, self._raw = _open_binary(self.path, self.compressed)
+        stream, self._raw = _open_native(self.path, self.compressed)
         convert = pa_csv.ConvertOptions(
             column_types={c: pa.string() for c in self.columns},
             strings_can_be_null=False,
@@ -377,8 +388,24 @@ class CsvSource(ArrowSource):
         finally:
             stream.close()
 
-    def position(self) -> int | None:
-        return self._raw.tell() if self._raw is not None and not self._raw.closed else None
+    def count_rows(self) -> int | None:
+        stream, raw = _open_native(self.path, self.compressed)
+        convert = pa_csv.ConvertOptions(
+            column_types={self.text_column: pa.string()}, include_columns=[self.text_column]
+        )
+        try:
+            reader = pa_csv.open_csv(
+                stream,
+                read_options=self._read_options(),
+                parse_options=self._parse_options(),
+                convert_options=convert,
+            )
+            return sum(batch.num_rows for batch in reader)
+        except pa.ArrowInvalid:
+            return None  # the scoring pass reports the problem
+        finally:
+            stream.close()
+            raw.close()
 
     def close(self) -> None:
         if self._raw is not None:
@@ -397,8 +424,6 @@ class ParquetSource(ArrowSource):
             raise FileFormatError(f"cannot read {path!r} as Parquet: {exc}") from None
         self._schema = self._file.schema_arrow
         self.columns = list(self._schema.names)
-        self.total = self._file.metadata.num_rows
-        self._done = 0
         if text_column not in self.columns:
             raise FileFormatError(
                 f"{path!r} has no column {text_column!r} (columns: {', '.join(self.columns)}); "
@@ -409,12 +434,10 @@ class ParquetSource(ArrowSource):
         return self._schema
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        for batch in self._file.iter_batches(batch_size=DEFAULT_CHUNK_SIZE):
-            self._done += batch.num_rows
-            yield batch
+        yield from self._file.iter_batches(batch_size=DEFAULT_CHUNK_SIZE)
 
-    def position(self) -> int | None:
-        return self._done
+    def count_rows(self) -> int | None:
+        return int(self._file.metadata.num_rows)
 
     def close(self) -> None:
         self._file.close()
@@ -438,11 +461,9 @@ class LineSource(Source):
         self.compressed = compressed
         self._stream = stream
         self._raw: IO[bytes] | None = None
-        self._bytes = 0
         self.columns = [text_column]
         self.growing = stream is not None and fmt == "jsonl"  # columns seen so far only
         if stream is None:
-            self.total = os.path.getsize(path)
             if fmt == "jsonl":
                 self.columns = self._scan_columns()
 
@@ -508,7 +529,6 @@ class LineSource(Source):
         row = 0
         for line in self._lines():
             number += 1
-            self._bytes += len(line)
             if self.fmt == "jsonl" and not line.strip():
                 continue  # blank lines are not rows in JSON Lines
             row += 1
@@ -523,10 +543,12 @@ class LineSource(Source):
         if texts:
             yield Chunk(texts=texts, records=records)
 
-    def position(self) -> int | None:
-        if self._raw is not None and not self._raw.closed:
-            return self._raw.tell()
-        return self._bytes
+    def count_rows(self) -> int | None:
+        if self._stream is not None:
+            return None
+        if self.fmt == "txt":
+            return sum(1 for _ in self._lines())
+        return sum(1 for line in self._lines() if line.strip())
 
     def close(self) -> None:
         if self._raw is not None:
@@ -988,7 +1010,8 @@ def _run(
             yield chunk.texts
 
     try:
-        with RowProgress(label, source.total, enabled=options.progress) as bar:
+        show = options.progress and sys.stderr.isatty()
+        with RowProgress(label, source.count_rows() if show else None, enabled=show) as bar:
             chunks = texts_of(source.chunks(options.chunk_size, skip))
             for preds in scorer.map(chunks, prefix=options.prefix, fail_long=options.fail_long):
                 chunk = chunks_read.popleft()
@@ -1001,7 +1024,7 @@ def _run(
                 if checkpointing and now - last_checkpoint >= options.checkpoint_seconds:
                     save_checkpoint()
                     last_checkpoint = now
-                bar.update(summary.rows, summary.rows_per_second, source.position())
+                bar.update(summary.rows, summary.rows_per_second)
                 if on_progress is not None:
                     on_progress(summary)
             if checkpointing:
@@ -1010,7 +1033,7 @@ def _run(
             if checkpointing:
                 checkpoint_path(output).unlink(missing_ok=True)
             summary.seconds = time.perf_counter() - started
-            bar.update(summary.rows, summary.rows_per_second, source.total)
+            bar.update(summary.rows, summary.rows_per_second)
     except BaseException:
         sink.abort()
         raise

@@ -1,9 +1,8 @@
 """Progress display for long jobs: a rich progress bar on a terminal, nothing elsewhere.
 
 The bar runs on stderr and only when stderr is a TTY (and the caller did not ask for
-quiet), so logs and pipes stay clean. Work is measured in whatever unit the source
-knows the total of (input bytes for text formats, rows for Parquet); rows and rows/s
-are shown next to it.
+quiet), so logs and pipes stay clean. It shows rows done, rows/s, elapsed time and,
+when the total number of rows is known, the bar and an ETA.
 """
 
 from __future__ import annotations
@@ -49,16 +48,11 @@ class RowProgress:
             self._progress.start()
         return self
 
-    def update(self, rows: int, rate: float, completed: int | None = None) -> None:
-        """Show ``rows`` done at ``rate`` rows/s; ``completed`` is progress in the total's unit."""
+    def update(self, rows: int, rate: float) -> None:
+        """Show ``rows`` done (of ``total``) at ``rate`` rows/s."""
         self.rows = rows
-        if self._progress is None or self._task is None:
-            return
-        fields = {"rows": rows, "rate": rate}
-        if completed is not None:
-            self._progress.update(self._task, completed=completed, **fields)
-        else:
-            self._progress.update(self._task, **fields)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=rows, rows=rows, rate=rate)
 
     def __exit__(
         self,
