@@ -223,6 +223,19 @@ def test_page_loads_without_errors_under_strict_csp(
     _shot(page, "empty")
 
 
+def test_api_docs_render_offline(page: sync_api.Page, server: Server, events: PageEvents) -> None:
+    """/docs shows the OpenAPI reference from local assets: no CDN, no CSP violation."""
+    response = page.goto(server.url + "/docs")
+    assert response is not None and response.ok
+    assert "script-src 'self';" in (response.headers.get("content-security-policy") or "")
+    expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+    expect(page.locator(".swagger-ui")).to_contain_text("/analyze")
+    assert page.evaluate("window.__cspViolations") == []
+    assert events.page_errors == []
+    assert all(server.url in request for request in events.requests), events.requests
+    _shot(page, "docs")
+
+
 def test_analyze_positive_then_negative(page: sync_api.Page, server: Server) -> None:
     _open(page, server)
     _analyze(page, POSITIVE)

@@ -67,12 +67,12 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
-# Swagger UI (FastAPI's /docs page) loads its assets from a CDN and starts with an inline
-# script, so that one page gets a looser policy; everything else keeps CSP.
+# The API reference page (/docs) runs Swagger UI from the fastapi-offline package,
+# served locally; Swagger UI sets inline styles, so that page alone allows them.
 DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 BASE_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -529,6 +529,17 @@ PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"
 <p>The web page is not installed. The API is at <a href="docs">/docs</a>.</p></body></html>"""
 
 
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files, shipped by the fastapi-offline package (no CDN needed)."""
+    try:
+        from importlib.resources import files
+
+        folder = Path(str(files("fastapi_offline") / "static"))
+    except (ImportError, TypeError):
+        return None
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(
     settings: Settings | None = None, classifier: InferenceModel | None = None
 ) -> FastAPI:
@@ -550,7 +561,7 @@ def create_app(
         description="Offline Chinese sentiment analysis. Errors are "
         '`{"error": {"code": ..., "message": ...}}`.',
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below from local assets, not a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
         **_NO_TELEMETRY,
@@ -670,6 +681,13 @@ def create_app(
             return FileResponse(page, media_type="text/html; charset=utf-8")
         return HTMLResponse(PLACEHOLDER_PAGE)
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        return FileResponse(web_dir / "docs.html", media_type="text/html; charset=utf-8")
+
+    swagger_dir = _swagger_assets()
+    if swagger_dir is not None:  # mounted before /static, which would shadow it
+        app.mount("/static/swagger", StaticFiles(directory=swagger_dir), name="swagger")
     if web_dir.is_dir():
         app.mount("/static", StaticFiles(directory=web_dir), name="static")
 
