@@ -44,15 +44,17 @@ def timed_rate(run, count: int, budget_s: float, min_reps: int = 1) -> float:  #
     return count * reps / (time.perf_counter() - start)
 
 
-def batch_size_curve(clf, texts: list[str], budget_s: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
-    """texts/s on the same 64 real texts, length-sorted, for each maximum batch size."""
+def batch_size_curve(clf, texts: list[str], tokens: int, budget_s: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """texts/s for batches of ``tokens``-token texts (no padding), by batch size."""
     curve = {}
     clf.max_batch_tokens = 1 << 30
-    subset = texts[:64]
-    clf.predict(subset)  # warm-up
     for batch_size in BATCH_SIZES:
         clf.batch_size = batch_size
-        curve[batch_size] = round(timed_rate(lambda: clf.predict(subset), 64, budget_s), 2)
+        batch = length_texts(texts, tokens, batch_size)
+        clf.predict(batch)  # warm-up for this shape
+        curve[batch_size] = round(
+            timed_rate(lambda b=batch: clf.predict(b), batch_size, budget_s), 2
+        )
         log(f"  batch {batch_size:>2}: {curve[batch_size]:.1f} texts/s")
     return curve
 
@@ -79,13 +81,13 @@ def length_curve(clf, texts: list[str], batch_size: int, budget_s: float) -> dic
     return curve
 
 
-WINDOW_BUDGETS = (256, 512, 1024, 2048, 4096, 8192)
+WINDOW_BUDGETS = (512, 1024, 2048, 8192)
 
 
 def window_plans(clf, texts: list[str], window: int, budget_s: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
     """texts/s when texts arrive ``window`` at a time (what a server with ``window`` requests
     in flight can sort), for each padded-token budget per model batch."""
-    subset = texts[:64]
+    subset = texts[: 2 * window]
     windows = [subset[i : i + window] for i in range(0, len(subset), window)]
     clf.batch_size = 64
     out = {}
@@ -166,18 +168,18 @@ OPTION_SETS: dict[str, dict[str, Any]] = {
 
 
 def option_sweep(clf, texts: list[str], threads: int, budget_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Single-text latency and batch-32 throughput for each session setting."""
+    """Single-text latency (real texts) and batch-32 throughput (64-token texts) per setting."""
     path = clf.bundle.model_path(clf.variant)
     original = clf.session
     out = {}
     clf.batch_size, clf.max_batch_tokens = 32, 1 << 30
-    subset = texts[:64]
+    subset = length_texts(texts, 64, 32)
     for name, settings in OPTION_SETS.items():
         settings = dict(settings)
         n_threads = settings.pop("threads", threads)
         clf.session = session_with(path, n_threads, **settings)
         out[name] = {
-            "single_ms": single_latency_ms(clf, texts, count=40),
+            "single_ms": single_latency_ms(clf, texts, count=30),
             "batch32_texts_per_s": round(
                 timed_rate(lambda: clf.predict(subset), len(subset), budget_s), 2
             ),
@@ -195,16 +197,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for variant, data in results["variants"].items():
-        bs = sorted(int(k) for k in data["batch_size_curve"])
-        left.plot(bs, [data["batch_size_curve"][b] for b in bs], marker="o", label=variant)
-        lens = sorted(int(k) for k in data["length_curve"])
-        right.plot(lens, [data["length_curve"][n] for n in lens], marker="o", label=variant)
-    left.set(xscale="log", xlabel="max batch size (real texts, length-sorted)", ylabel="texts/s")
+        by_size = {int(k): v for k, v in data["batch_size_curve"].items()}
+        by_length = {int(k): v for k, v in data["length_curve"].items()}
+        left.plot(*zip(*sorted(by_size.items()), strict=True), marker="o", label=variant)
+        right.plot(*zip(*sorted(by_length.items()), strict=True), marker="o", label=variant)
+    left.set(xscale="log", xlabel="batch size (64-token texts)", ylabel="texts/s")
     left.set_xticks(list(BATCH_SIZES), [str(b) for b in BATCH_SIZES])
     right.set(xscale="log", yscale="log", xlabel="tokens per text", ylabel="texts/s")
     right.set_xticks(list(TOKEN_LENGTHS), [str(n) for n in TOKEN_LENGTHS])
+    for ax in (left, right):
+        ax.minorticks_off()
     agree = results.get("agreement", {}).get("label_agreement")
-    title = f"{results['model_name']} - {results['threads']} ORT threads"
+    title = (
+        f"{results.get('model_label', results['model_name'])} - {results['threads']} ORT threads"
+    )
     if agree is not None:
         title += f" - int8/fp32 label agreement {agree:.1%}"
     fig.suptitle(title)
@@ -224,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("base", "small"), default="base")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds per measured point")
-    parser.add_argument("--agreement-texts", type=int, default=500)
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds per measured point")
+    parser.add_argument("--agreement-texts", type=int, default=300)
     parser.add_argument("--no-sweep", action="store_true", help="skip the session-option sweep")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "engine.json")
     parser.add_argument("--no-docs", action="store_true")
@@ -240,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
 
         prepared = models.prepare(models.BASE if args.shape == "base" else models.SMALL)
         model = str(prepared.bundle_dir)
+        label = f"random StructBERT-base-shaped model ({prepared.shape.key})"
+    else:
+        label = model
     results: dict[str, Any] = {
+        "model_label": label,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "argv": ["python", "bench/engine.py", *(argv if argv is not None else sys.argv[1:])],
         "model": model,
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{variant}: single-text latency")
         data: dict[str, Any] = {"single_ms": single_latency_ms(clf, texts)}
         log(f"{variant}: batch-size curve")
-        data["batch_size_curve"] = batch_size_curve(clf, texts, args.budget)
+        data["batch_size_curve"] = batch_size_curve(clf, texts, 64, args.budget)
         log(f"{variant}: length curve")
         data["length_curve"] = length_curve(clf, texts, 8, args.budget)
         log(f"{variant}: windows of 16 texts by token budget")

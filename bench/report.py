@@ -183,7 +183,7 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
     lines = [
         "## In-process engine curves",
         "",
-        f"`{engine.get('model_name', engine['model'])}`, {engine['threads']} ONNX Runtime threads, "
+        f"{engine.get('model_label', engine['model'])}, {engine['threads']} ONNX Runtime threads, "
         f"run {engine['started']}.",
         "",
         "![texts/s vs batch size and vs length](../bench/results/engine.png)",
@@ -200,7 +200,7 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
     names = list(variants)
     bs = sorted({int(b) for v in variants.values() for b in v["batch_size_curve"]})
     lines += [
-        "texts/s on the same 64 real texts, length-sorted, by maximum batch size:",
+        "texts/s by batch size, texts of 64 tokens (no padding: the batching gain alone):",
         "",
         "| batch size | " + " | ".join(names) + " |",
         "|---:|" + "---:|" * len(names),
