@@ -23,6 +23,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ def minute_row(minute: int, outcomes: Sequence[Outcome], rss_mb: Sequence[float]
         "requests": len(outcomes),
         "ok": sum(o.status == 200 for o in outcomes),
         "errors": sum(o.status != 200 for o in outcomes),
+        "error_kinds": dict(Counter(o.error or str(o.status) for o in outcomes if o.status != 200)),
         "p50_ms": round(float(np.percentile(ok, 50)), 1),
         "p99_ms": round(float(np.percentile(ok, 99)), 1),
         "max_ms": round(float(ok.max()), 1),

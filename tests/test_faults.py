@@ -325,6 +325,18 @@ def test_clients_that_hang_up_are_dropped_before_inference(tiny_bundle):
         assert server.alive()
 
 
+def _wait_until_received(server: ServerProcess, count: int) -> None:
+    """Until the app has tokenised ``count`` requests (each is tokenised as it arrives)."""
+    deadline = time.monotonic() + 30
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            metrics = client.get("/metrics").text
+            if _metric(metrics, "qinggan_tokenization_duration_seconds_count") >= count:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"the server did not receive {count} requests")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_under_load_answers_every_received_request(tiny_bundle, sig):
     env = {"QINGGAN_TEST_INFER_DELAY_MS": "40", "QINGGAN_MAX_BATCH_SIZE": "4"}
@@ -335,7 +347,7 @@ def test_signal_under_load_answers_every_received_request(tiny_bundle, sig):
         idle = socket.create_connection(("127.0.0.1", server.port), timeout=60)  # never sends
         for sock, text in zip(socks, texts, strict=True):
             sock.sendall(_request_bytes(text))
-        time.sleep(0.3)  # received by the server; ~0.3 s of model work still queued
+        _wait_until_received(server, len(texts))  # ~0.3 s of model work still queued
         server.send_signal(sig)
         answers = [_read_response(sock) for sock in socks]
         code = server.wait(timeout=60)
