@@ -135,9 +135,9 @@ def warm_up(
 ) -> list[dict[str, Any]]:
     """Load the server until it is warm: rounds of ``--warmup`` seconds until one has no errors
     and a p50 within 20 % of the round before (the original loads its model lazily in each of
-    its three workers), at most four rounds."""
+    its three workers), at most six rounds."""
     rounds: list[dict[str, Any]] = []
-    for _ in range(1 if args.smoke else 4):
+    for _ in range(1 if args.smoke else 6):
         result = gen.run(
             system.url,
             connections=args.warmup_connections,
@@ -145,9 +145,11 @@ def warm_up(
             total_requests=args.smoke_requests,
         )
         p50 = result.latency_ms.get("p50")
-        rounds.append({"rps": round(result.rps, 2), "p50_ms": p50, "errors": result.errors})
+        rounds.append(
+            {"ok": result.ok, "rps": round(result.rps, 2), "p50_ms": p50, "errors": result.errors}
+        )
         log(f"{system.name}: warm-up round: {rounds[-1]}")
-        if len(rounds) >= 2 and result.errors == 0 and p50 and rounds[-2]["p50_ms"]:
+        if len(rounds) >= 2 and result.ok and not result.errors and rounds[-2]["p50_ms"]:
             if p50 <= 1.2 * rounds[-2]["p50_ms"]:
                 break
     return rounds
