@@ -150,6 +150,10 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="bundle path or built-in name")
+    parser.add_argument("--variant", default=None, help="int8 or fp32 (default: the bundle's)")
+    parser.add_argument(
+        "--section", default="files", help="doc section to (re)write: <!-- bench:SECTION:start -->"
+    )
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated row counts")
     parser.add_argument(
         "--ray-rows", type=int, default=0, help="rows for Ray vs in-process (0: skip)"
@@ -186,9 +190,10 @@ def main() -> None:
 
     bundle = load_bundle(resolve_model(args.model))
     m = bundle.manifest
+    variant = args.variant or m.preferred_variant
     model_desc = (
-        f"`{m.name}` ({args.model}; variant {m.preferred_variant}, max_length {m.max_length}, "
-        f"{bundle.model_path().stat().st_size / 1e6:.0f} MB ONNX)"
+        f"`{m.name}` ({args.model}; variant {variant}, max_length {m.max_length}, "
+        f"{bundle.model_path(variant).stat().st_size / 1e6:.0f} MB ONNX)"
     )
     texts = load_texts(args.data)
     if args.serve_rss:
@@ -199,6 +204,8 @@ def main() -> None:
     workdir = Path(tmp.name) if tmp else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "qinggan.cli", "predict", "-m", str(args.model)]
+    if args.variant:
+        base += ["--variant", args.variant]
     common = ["--chunk-size", str(args.chunk_size), "--no-resume"]
     results: list[Result] = []
     try:
@@ -263,11 +270,11 @@ def main() -> None:
         chunk=args.chunk_size,
     )
     text = args.doc.read_text(encoding="utf-8") if args.doc.exists() else ""
-    start, end = "<!-- bench:files:start -->", "<!-- bench:files:end -->"
+    start, end = f"<!-- bench:{args.section}:start -->", f"<!-- bench:{args.section}:end -->"
     if start in text and end in text:
         text = text[: text.index(start) + len(start)] + "\n" + measured + text[text.index(end) :]
     else:
-        text = f"# Scoring files at scale\n\n{start}\n{measured}{end}\n"
+        text = (text or "# Scoring files at scale\n") + f"\n{start}\n{measured}{end}\n"
     args.doc.write_text(text, encoding="utf-8")
     print(f"wrote {args.doc}")
 
@@ -278,16 +285,8 @@ def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> No
     import httpx
 
     port = 7800 + os.getpid() % 100
-    cmd = [
-        "qinggan",
-        "serve",
-        "-m",
-        str(args.model),
-        "--port",
-        str(port),
-        "--threads",
-        str(args.threads),
-    ]
+    cmd = ["qinggan", "serve", "-m", str(args.model), "--port", str(port)]
+    cmd += ["--threads", str(args.threads), *(["--variant", args.variant] if args.variant else [])]
     server = subprocess.Popen(
         [sys.executable, "-m", "qinggan.cli", *cmd[1:]],
         stdout=subprocess.DEVNULL,
@@ -334,8 +333,7 @@ def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> No
         server.wait(30)
     lines = [
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} with "
-        f"`python bench/files.py --serve-rss {args.serve_rss:g} --model {args.model} "
-        f"--threads {args.threads}`; model {model_desc}; {cpu_name()}.",
+        f"`python bench/files.py {shlex.join(sys.argv[1:])}`; model {model_desc}; {cpu_name()}.",
         "",
         "| state | RSS (MB) |",
         "|---|---:|",

@@ -185,7 +185,7 @@ class RayChunkScorer:
         self._ray = ray
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(include_dashboard=False, logging_level=logging.ERROR)
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
         self.actors = [actor.remote(spec, variant=variant, threads=threads) for _ in range(size)]
