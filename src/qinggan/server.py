@@ -404,6 +404,12 @@ class Service:
         """
         if self.batcher is None or not self.ready:
             raise ApiError(503, "unavailable", "the model is not ready yet", _retry())
+        # Refuse before tokenising (the batcher's own rule, checked early): under overload
+        # most requests are refused, and tokenising them first starves the admitted ones.
+        queued = self.batcher.queued
+        if queued and queued + len(texts) > self.batcher.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(503, "overloaded", "the server is busy; retry shortly", _retry())
         start = time.perf_counter()
         if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:  # keep the event loop responsive
             encoded = await asyncio.to_thread(self.model.tokenize, texts)
