@@ -314,7 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="FLAG=VALUE",
-        help="also run each qinggan system as '<name>-tuned' with these extra serve options",
+        help="also run the --tuned-systems as '<name>-tuned' with these extra serve options",
+    )
+    parser.add_argument(
+        "--tuned-systems",
+        default="qinggan-int8",
+        help="comma-separated qinggan systems that get a '-tuned' twin (default qinggan-int8)",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip in-process references")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "serve.json")
@@ -403,18 +408,21 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
             chosen.append(systems.qinggan_system(name, "fast", port, variant=None, options=options))
         else:
             raise SystemExit(f"error: unknown system {name!r}")
-        if args.tuned_opt and name.startswith("qinggan-"):
+        if args.tuned_opt and name in args.tuned_systems.split(","):
             base = chosen[-1]
-            tuned = [*base.argv, *(a for item in args.tuned_opt for a in item.split("=", 1))]
-            chosen.append(
-                systems.System(
-                    name=f"{name}-tuned",
-                    description=f"{base.description}, tuned: {' '.join(args.tuned_opt)}",
-                    argv=tuned,
-                    port=systems.free_port(),
-                    trivial_path=base.trivial_path,
-                )
+            model = base.argv[base.argv.index("--model") + 1]
+            variant = (
+                base.argv[base.argv.index("--variant") + 1] if "--variant" in base.argv else None
             )
+            tuned = systems.qinggan_system(
+                f"{name}-tuned",
+                model,
+                systems.free_port(),
+                variant=variant,
+                options=serve_options(args, tuned=True),
+            )
+            tuned.description += ", tuned: " + " ".join(args.tuned_opt)
+            chosen.append(tuned)
     return chosen, provenance
 
 
