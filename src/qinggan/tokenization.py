@@ -75,7 +75,7 @@ class TextEncoder:
 
     def pad(self, batch: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """Stack ``batch`` into ``input_ids`` and ``attention_mask`` padded to its longest member."""
-        width = max(len(e.ids) for e in batch)
+        width = max(1, max(len(e.ids) for e in batch))  # a text may encode to nothing
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, enc in enumerate(batch):

@@ -1,0 +1,260 @@
+"""The ``fast`` built-in model: character 1-3-gram TF-IDF + logistic regression, as pure ONNX.
+
+The text is split into characters by a Hugging Face ``tokenizer.json`` (lower-cased,
+whitespace collapsed); scikit-learn learns the n-gram vocabulary, IDF weights and the
+classifier *over those token ids*, so the exported graph sees exactly what training saw:
+
+    input_ids -> TfIdfVectorizer (n-gram counts) -> 1 + log(tf) -> × idf -> L2 norm -> linear
+
+Everything is a standard ONNX operator that ONNX Runtime runs on the CPU, so the engine
+serves it like any other bundle. It is tiny and very fast; it is less accurate than the
+transformer (``accurate``), which is the default.
+
+Run: ``python -m qinggan.train.ngram DATA_DIR OUT_DIR`` (needs scikit-learn and onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, write_bundle
+from ..errors import MissingExtraError
+from .data import Example, read_split
+
+PAD, UNK = "[PAD]", "[UNK]"
+LABELS = ["Negative", "Positive"]
+
+
+def build_tokenizer(texts: Sequence[str], min_count: int = 2):  # type: ignore[no-untyped-def]
+    """A character-level WordLevel tokenizer over characters seen ``min_count`` times."""
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(r"\s+"), " "),
+         normalizers.Strip()]
+    )
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(normalizer.normalize_str(text))
+    chars = sorted(c for c, n in counts.items() if n >= min_count)
+    vocab = {PAD: 0, UNK: 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return tokenizer
+
+
+def ngrams(ids: Sequence[int], n_max: int = 3) -> list[tuple[int, ...]]:
+    """Every contiguous 1..n_max-gram of ``ids`` (the analyzer scikit-learn sees)."""
+    return [tuple(ids[i : i + n]) for n in range(1, n_max + 1) for i in range(len(ids) - n + 1)]
+
+
+def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndarray,
+                coef: np.ndarray, intercept: float) -> None:
+    """Write the TF-IDF + logistic-regression graph (input ``input_ids``, output ``logits``)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    by_order: dict[int, list[tuple[tuple[int, ...], int]]] = {1: [], 2: [], 3: []}
+    for gram, column in vocabulary.items():
+        by_order[len(gram)].append((gram, column))
+    pool: list[int] = []
+    indexes: list[int] = []
+    starts: list[int] = []
+    for order in (1, 2, 3):
+        starts.append(len(pool))
+        for gram, column in sorted(by_order[order]):
+            pool.extend(gram)
+            indexes.append(column)
+    width = len(vocabulary)
+    weights = np.zeros((width, 2), dtype=np.float32)
+    weights[:, 1] = coef  # softmax([0, z]) = sigmoid(z): the logistic regression's probability
+    nodes = [
+        helper.make_node(
+            "TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", min_gram_length=1,
+            max_gram_length=3, max_skip_count=0, ngram_counts=starts, ngram_indexes=indexes,
+            pool_int64s=pool,
+        ),
+        helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
+        helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
+        helper.make_node("Add", ["log_tf", "one"], ["sublinear"]),
+        helper.make_node("Greater", ["tf", "zero"], ["present"]),
+        helper.make_node("Where", ["present", "sublinear", "zero"], ["tf_sub"]),
+        helper.make_node("Mul", ["tf_sub", "idf"], ["tfidf"]),
+        helper.make_node("ReduceL2", ["tfidf", "axis1"], ["norm"], keepdims=1),
+        helper.make_node("Max", ["norm", "tiny"], ["safe_norm"]),
+        helper.make_node("Div", ["tfidf", "safe_norm"], ["features"]),
+        helper.make_node("MatMul", ["features", "weights"], ["scores"]),
+        helper.make_node("Add", ["scores", "bias"], ["logits"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        numpy_helper.from_array(idf.astype(np.float32), "idf"),
+        numpy_helper.from_array(weights, "weights"),
+        numpy_helper.from_array(np.array([0.0, intercept], dtype=np.float32), "bias"),
+    ]
+    graph = helper.make_graph(
+        nodes, "qinggan_char_ngram_lr",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def check_parity(
+    out: Path, max_length: int, rows: list[Example], reference: np.ndarray
+) -> dict[str, Any]:
+    """Compare the exported graph's decision values with scikit-learn's on ``rows``."""
+    from ..engine import create_session
+    from ..tokenization import TextEncoder
+
+    encoder = TextEncoder(out / "tokenizer.json", max_length)
+    session = create_session(out / "model.onnx", 1)
+    encoded = encoder.encode([r.text for r in rows])
+    logits = np.concatenate(
+        [session.run(None, {"input_ids": encoder.pad(encoded[i : i + 64])[0]})[0]
+         for i in range(0, len(encoded), 64)]
+    )
+    ours = logits[:, 1] - logits[:, 0]
+    diff = float(np.abs(ours - reference).max()) if len(rows) else 0.0
+    agreement = float(((ours >= 0) == (reference >= 0)).mean()) if len(rows) else 1.0
+    print(f"parity on {len(rows)} dev texts: max |logit diff| {diff:.2e}, "
+          f"label agreement {agreement:.4f}", flush=True)
+    if diff > 1e-4:
+        raise RuntimeError(f"exported n-gram model disagrees with scikit-learn (max diff {diff:.2e})")
+    return {"reference": "scikit-learn decision_function", "texts": len(rows),
+            "fp32_max_abs_logit_diff": diff, "label_agreement": agreement}
+
+
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(((probs[:, 1] >= 0.5).astype(int) == labels).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising dev negative log-likelihood (grid then golden-section)."""
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(labels)), labels].mean())
+
+    lo, hi = 0.05, 10.0
+    phi = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
+        if nll(a) < nll(b):
+            hi = b
+        else:
+            lo = a
+    return round((lo + hi) / 2, 4)
+
+
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    max_features: int = 200_000,
+    min_df: int = 2,
+    c_grid: Sequence[float] = (2.0, 4.0, 8.0, 16.0),
+    max_length: int = 512,
+    seed: int = 13,
+) -> Bundle:
+    """Train on every ``train`` split, pick C on ``dev``, export the bundle to ``out_dir``."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise MissingExtraError("training the n-gram model", "train", "scikit-learn") from None
+    started = time.perf_counter()
+    train_rows, dev_rows = read_split(data_dir, "train"), read_split(data_dir, "dev")
+    tokenizer = build_tokenizer([e.text for e in train_rows])
+    tokenizer.enable_truncation(max_length=max_length)
+
+    def encode(rows: list[Example]) -> list[list[int]]:
+        return [e.ids for e in tokenizer.encode_batch([r.text for r in rows])]
+
+    vectorizer = TfidfVectorizer(
+        analyzer=ngrams, lowercase=False, min_df=min_df, max_features=max_features,
+        sublinear_tf=True, norm="l2", dtype=np.float32,
+    )
+    x_train = vectorizer.fit_transform(encode(train_rows))
+    x_dev = vectorizer.transform(encode(dev_rows))
+    y_train = np.array([e.label for e in train_rows])
+    y_dev = np.array([e.label for e in dev_rows])
+    best: tuple[float, float, Any] | None = None
+    for c in c_grid:
+        clf = LogisticRegression(C=c, max_iter=2000, solver="liblinear", random_state=seed)
+        clf.fit(x_train, y_train)
+        acc = _accuracy(clf.predict_proba(x_dev), y_dev)
+        print(f"C={c:g}: dev accuracy {acc:.4f}", flush=True)
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    assert best is not None
+    dev_acc, c_best, clf = best
+    z_dev = clf.decision_function(x_dev)
+    temperature = fit_temperature(np.stack([np.zeros_like(z_dev), z_dev], 1), y_dev)
+    vocabulary = {gram: int(col) for gram, col in vectorizer.vocabulary_.items()}
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.no_truncation()
+    tokenizer.save(str(out / "tokenizer.json"))
+    export_onnx(out / "model.onnx", vocabulary, vectorizer.idf_, clf.coef_[0], float(clf.intercept_[0]))
+    parity = check_parity(out, max_length, dev_rows[:2000], clf.decision_function(x_dev[:2000]))
+    seconds = round(time.perf_counter() - started, 1)
+    return write_bundle(
+        out,
+        name="qinggan-fast-char-ngram",
+        labels=LABELS,
+        models={"fp32": "model.onnx"},
+        max_length=max_length,
+        inputs=("input_ids",),
+        temperature=temperature,
+        parity=parity,
+        source={
+            "kind": "trained",
+            "architecture": "char 1-3-gram TF-IDF (sublinear tf, l2) + logistic regression",
+            "data": "../shared/data train splits (all sources)",
+        },
+        training={
+            "script": "python -m qinggan.train.ngram DATA_DIR OUT_DIR",
+            "seed": seed, "max_features": max_features, "min_df": min_df, "C": c_best,
+            "c_grid": list(c_grid), "train_rows": len(train_rows), "dev_rows": len(dev_rows),
+            "vocab_chars": tokenizer.get_vocab_size(), "features": len(vocabulary),
+            "dev_accuracy": round(dev_acc, 4), "seconds": seconds,
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--max-features", type=int, default=200_000)
+    parser.add_argument("--min-df", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args(argv)
+    bundle = train(args.data_dir, args.out_dir, max_features=args.max_features,
+                   min_df=args.min_df, seed=args.seed)
+    print(json.dumps(bundle.manifest.training, indent=2))
+
+
+if __name__ == "__main__":
+    main()
