@@ -103,6 +103,30 @@ def window_plans(clf, texts: list[str], window: int, budget_s: float) -> dict[in
     return out
 
 
+def padding_by_token_budget(clf, texts: list[str]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Padded tokens / real tokens when texts are batched ``window`` at a time (no timing).
+
+    ``window`` = requests in flight: what a server can sort before it runs a batch. The
+    last row, ``all``, is the whole corpus sorted at once, as offline batch scoring does.
+    """
+    from qinggan.engine import plan_batches
+
+    lengths = [len(e) for e in clf.tokenize(texts)]
+    real = sum(lengths)
+    out: dict[str, Any] = {"texts": len(lengths), "mean_tokens": round(real / len(lengths), 1)}
+    for window in (16, 64, len(lengths)):
+        row = {}
+        for budget in (256, 512, 1024, 2048, 4096, 8192):
+            padded = 0
+            for start in range(0, len(lengths), window):
+                chunk = lengths[start : start + window]
+                for batch in plan_batches(chunk, 32, budget):
+                    padded += len(batch) * max(chunk[i] for i in batch)
+            row[budget] = round(padded / real, 3)
+        out["all" if window == len(lengths) else str(window)] = row
+    return out
+
+
 def single_latency_ms(clf, texts: list[str], count: int = 60) -> dict[str, float]:  # type: ignore[no-untyped-def]
     for text in texts[:5]:
         clf.predict([text])
@@ -265,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{variant}: skipped ({exc})")
             continue
         results["model_name"] = clf.name
+        if "padding" not in results:
+            results["padding"] = padding_by_token_budget(clf, texts)
+            log(f"padding by token budget: {results['padding']}")
         log(f"{variant}: single-text latency")
         data: dict[str, Any] = {"single_ms": single_latency_ms(clf, texts)}
         log(f"{variant}: batch-size curve")

@@ -225,6 +225,22 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
             + " | ".join(_f(variants[v]["length_curve"].get(str(n))) for v in names)
             + " |"
         )
+    padding = engine.get("padding")
+    if padding:
+        windows = [k for k in padding if k not in ("texts", "mean_tokens")]
+        cols = list(padding[windows[0]])
+        lines += [
+            "",
+            f"Padded tokens ÷ real tokens for the {padding['texts']} texts (mean "
+            f"{padding['mean_tokens']} tokens), when batches are planned from windows of *w* "
+            "texts (*w* = requests in flight; `all` = the whole set sorted at once) under each "
+            "padded-token budget (`max_batch_tokens`, batch size ≤ 32). Computed, not timed:",
+            "",
+            "| window | " + " | ".join(f"budget {c}" for c in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for w in windows:
+            lines.append(f"| {w} | " + " | ".join(f"{padding[w][c]:.2f}" for c in cols) + " |")
     budgets = sorted(
         {int(b) for v in variants.values() for b in v.get("window16_by_token_budget", {})}
     )
