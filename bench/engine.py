@@ -81,7 +81,7 @@ def length_curve(clf, texts: list[str], batch_size: int, budget_s: float) -> dic
     return curve
 
 
-WINDOW_BUDGETS = (512, 1024, 2048, 8192)
+WINDOW_BUDGETS = (256, 512, 2048, 8192)
 
 
 def window_plans(clf, texts: list[str], window: int, budget_s: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
