@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -271,6 +272,65 @@ def test_failing_batch_request_fails_whole_and_alone(classifier):
     assert good.status_code == 200
     assert [r["label"] for r in good.json()["results"]] == ["Positive", "Negative"] * 3
     assert ready.status_code == 200
+
+
+def test_overloaded_requests_are_refused_before_tokenising(classifier):
+    """With the queue full, a request gets 503 without costing a tokenizer call."""
+    gate = threading.Event()
+    gate.set()  # let the start-up warm-up through
+
+    class Gated:
+        tokenized = 0
+
+        def tokenize(self, texts: list[str]) -> Any:
+            self.tokenized += 1
+            return classifier.tokenize(texts)
+
+        def infer(self, batch: list[Any]) -> Any:
+            gate.wait(30)
+            return classifier.infer(batch)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(classifier, name)
+
+    model = Gated()
+    app = create_app(Settings(max_queue=4, max_batch_size=1, max_wait_ms=0), classifier=model)
+    batcher = None
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(3000):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition not reached")
+
+    async def main() -> tuple[list[httpx.Response], list[httpx.Response], int]:
+        nonlocal batcher
+        async with app.router.lifespan_context(app):
+            batcher = app.state.service.batcher
+            gate.clear()
+            warmed = model.tokenized  # the start-up warm-up tokenises too
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://q") as client:
+                post = lambda: client.post("/analyze", json={"text": POSITIVE})  # noqa: E731
+                first = asyncio.ensure_future(post())  # taken by the worker, blocked in infer
+                await until(lambda: model.tokenized == warmed + 1 and batcher.queued == 0)
+                queued = [asyncio.ensure_future(post()) for _ in range(4)]  # fills the queue
+                await until(lambda: batcher.queued == 4)
+                before = model.tokenized
+                refused = list(await asyncio.gather(*(post() for _ in range(10))))
+                spent = model.tokenized - before
+                gate.set()
+                admitted = list(await asyncio.gather(first, *queued))
+        return admitted, refused, spent
+
+    admitted, refused, spent = asyncio.run(main())
+    assert [r.status_code for r in refused] == [503] * 10
+    assert all(
+        r.headers["retry-after"] and r.json()["error"]["code"] == "overloaded" for r in refused
+    )
+    assert spent == 0, f"{spent} refused requests were tokenised first"
+    assert [r.status_code for r in admitted] == [200] * 5
 
 
 # -- a real server: abandoned requests, signals under load ------------------------------------
