@@ -822,6 +822,7 @@ def run(settings: Settings) -> None:
         access_log=settings.access_log,
         server_header=False,
         lifespan="on",
+        http=bounded_http_protocol(),
         # Every accepted request ends within its deadline; this only bounds stragglers
         # such as a client that trickles its body forever.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
@@ -831,6 +832,46 @@ def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _graceful_exit_noop)
     uvicorn.Server(config).run()
+
+
+MAX_REQUEST_HEAD_BYTES = 65_536  # request line + headers; nginx allows 4 x 8 kB by default
+
+
+def bounded_http_protocol() -> Any:
+    """uvicorn's httptools protocol with a cap on the request head ("auto" without httptools).
+
+    uvicorn buffers the URL and header lines of a request without any limit (100 MB of
+    headers grew the process by 118 MB; see docs/reliability.md). Past
+    ``MAX_REQUEST_HEAD_BYTES`` this raises inside the parser callback, which uvicorn turns
+    into its plain ``400 Invalid HTTP request`` and a closed connection.
+    """
+    try:
+        import httptools
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _head_bytes = 0
+
+        def on_message_begin(self) -> None:
+            self._head_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                raise httptools.HttpParserError("request head too large")
+
+    return BoundedHttpToolsProtocol
 
 
 def _graceful_exit_noop(signum: int, frame: Any) -> None:
