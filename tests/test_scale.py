@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -42,7 +43,10 @@ def test_score_dataset_on_local_ray(local_ray: object, tiny_bundle: Bundle) -> N
     from qinggan.scale import score_dataset
 
     rows = [{"id": i, "text": TEXTS[i % len(TEXTS)]} for i in range(200)]
-    ds = ray.data.from_items(rows, override_num_blocks=4)
+    # Four blocks, made in the driver: a fixed pool of 2 actors holds both CPUs, so
+    # nothing may need a CPU task (a read or a repartition would wait for ever).
+    blocks = [pa.Table.from_pylist(rows[i : i + 50]) for i in range(0, 200, 50)]
+    ds = ray.data.from_arrow(blocks)
     scored = score_dataset(ds, tiny_bundle.path, concurrency=2, batch_size=16)
     out = scored.take_all()
     assert sorted(r["id"] for r in out) == list(range(200))
@@ -61,8 +65,6 @@ def test_ray_engine_matches_local_engine(
     from qinggan.scale import RayChunkScorer
 
     src = tmp_path / "in.parquet"
-    import pyarrow as pa
-
     texts = [TEXTS[i % len(TEXTS)] + str(i) for i in range(500)]
     pq.write_table(pa.table({"n": list(range(500)), "text": texts}), src)
     options = ScoreOptions(chunk_size=32, progress=False)

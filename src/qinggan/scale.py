@@ -18,6 +18,7 @@ extra and is imported only here, lazily.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections import deque
@@ -138,6 +139,9 @@ def score_dataset(
         compute = ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     else:
         compute = ActorPoolStrategy(size=concurrency)
+    optional: dict[str, Any] = {}
+    if "udf_modifying_row_count" in inspect.signature(ds.map_batches).parameters:
+        optional["udf_modifying_row_count"] = False  # one output row per input row (Ray >= 2.5x)
     return ds.map_batches(
         BatchScorer,
         fn_constructor_kwargs={
@@ -152,7 +156,7 @@ def score_dataset(
         batch_size=batch_size,
         compute=compute,
         num_cpus=threads,
-        udf_modifying_row_count=False,
+        **optional,
     )
 
 
