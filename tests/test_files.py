@@ -391,3 +391,21 @@ def test_cli_file_summary_and_errors(tmp_path: Path, tiny_bundle: Bundle) -> Non
     )
     assert bad.returncode == 1 and bad.stderr.startswith("error: cannot tell the format")
     assert "Traceback" not in bad.stderr
+
+
+def test_cli_stdin_jsonl_to_a_columnar_file(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    runner = CliRunner()
+    model = ["-m", str(tiny_bundle.path), "--threads", "1", "-q", "--chunk-size", "2"]
+    out = tmp_path / "out.csv"
+    rows = '{"text": "很好", "id": 1}\n{"id": 2, "text": "太差"}\n{"text": "好"}\n'
+    result = runner.invoke(app, ["predict", *model, "-o", str(out)], input=rows)
+    assert result.exit_code == 0, result.output
+    scored = read_output(out)
+    assert [(r["text"], r["id"], r["label"]) for r in scored] == [
+        ("很好", "1", "Positive"),
+        ("太差", "2", "Negative"),
+        ("好", "", "Positive"),
+    ]
+    late_field = '{"text": "好"}\n{"text": "好"}\n{"text": "差", "extra": 1}\n'
+    result = runner.invoke(app, ["predict", *model, "-o", str(out)], input=late_field)
+    assert result.exit_code != 0 and "extra" in str(result.exception)
