@@ -47,7 +47,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, *, embeddings: bool = True) 
         str(int8_path),
         weight_type=QuantType.QInt8,
         op_types_to_quantize=ops,
-        per_channel=False,
+        per_channel=True,  # per-tensor scales moved ~2% of dev labels; per-channel < 1%
     )
 
 
