@@ -5,6 +5,9 @@ A bundle holds one or more ONNX graphs (``fp32``, ``int8``), a Hugging Face
 display names, limits, provenance and the sha256 of every file. :func:`load_bundle`
 checks all of it and raises :class:`~qinggan.errors.BundleError` naming the problem.
 
+An *ensemble* bundle has no graph of its own: its manifest lists ``members`` (bundle
+directories relative to it, each with a weight) whose probabilities are averaged.
+
 Built-in bundles live in ``qinggan/models/<name>/`` and are picked by name
 (:func:`resolve_model`).
 """
@@ -50,6 +53,7 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    members: tuple[dict[str, Any], ...] = ()
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -62,8 +66,17 @@ class Manifest:
             )
         if len(set(self.labels)) != len(self.labels):
             problems.append("has duplicate label names")
-        if not self.models:
-            problems.append("lists no ONNX model")
+        if not self.models and not self.members:
+            problems.append("lists no ONNX model and no ensemble members")
+        if self.models and self.members:
+            problems.append("has both its own models and ensemble members")
+        for member in self.members:
+            if not isinstance(member, dict) or not isinstance(member.get("path"), str):
+                problems.append("each ensemble member needs a 'path'")
+            elif not isinstance(member.get("weight", 1.0), (int, float)) or not member.get(
+                "weight", 1.0
+            ) > 0:
+                problems.append(f"member {member['path']!r} needs a positive weight")
         unknown = set(self.models) - set(VARIANTS)
         if unknown:
             problems.append(f"has unknown model variants {sorted(unknown)} (known: {VARIANTS})")
@@ -84,6 +97,8 @@ class Manifest:
     @property
     def preferred_variant(self) -> str:
         """The variant loaded by default: the manifest's choice, else int8, else fp32."""
+        if self.members:
+            return "ensemble"
         if self.default_variant:
             return self.default_variant
         return next(v for v in VARIANTS if v in self.models)
@@ -93,6 +108,9 @@ class Manifest:
         data["labels"] = list(self.labels)
         data["display_labels"] = list(self.display_labels)
         data["inputs"] = list(self.inputs)
+        data["members"] = list(self.members)
+        if not self.members:
+            del data["members"]
         return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -110,6 +128,10 @@ class Manifest:
                 ):
                     raise BundleError(f"invalid manifest: {key} must be a list of strings")
                 kwargs[key] = tuple(kwargs[key])
+        if "members" in kwargs:
+            if not isinstance(kwargs["members"], list):
+                raise BundleError("invalid manifest: members must be a list")
+            kwargs["members"] = tuple(kwargs["members"])
         for key in ("models", "files"):
             if not isinstance(kwargs[key], dict):
                 raise BundleError(f"invalid manifest: {key} must be an object")
@@ -144,8 +166,15 @@ class Bundle:
         return self.path / self.manifest.models[variant]
 
     def sha256(self, variant: str | None = None) -> str:
+        """The model's identity: its graph's sha256, or for an ensemble its manifest's."""
+        if self.manifest.members:
+            return sha256_file(self.path / MANIFEST_NAME)
         variant = variant or self.manifest.preferred_variant
         return self.manifest.files[self.manifest.models[variant]]
+
+    def member_paths(self) -> list[Path]:
+        """Directories of an ensemble's members (empty for an ordinary bundle)."""
+        return [self.path / m["path"] for m in self.manifest.members]
 
 
 def sha256_file(path: Path) -> str:
@@ -195,7 +224,9 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+def load_bundle(
+    path: str | os.PathLike[str], *, verify: bool = True, _member: bool = False
+) -> Bundle:
     """Read and validate the bundle at ``path``.
 
     With ``verify`` (the default) every file listed in the manifest must exist and
@@ -214,8 +245,13 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     if not isinstance(data, dict):
         raise BundleError(f"{manifest_path} must hold a JSON object")
     manifest = Manifest.from_dict(data)
+    if _member and manifest.members:
+        raise BundleError(f"bundle {manifest.name!r}: an ensemble member cannot be an ensemble")
 
-    needed = [manifest.tokenizer, *manifest.models.values()]
+    if manifest.members:
+        needed = [f"{m['path']}/{MANIFEST_NAME}" for m in manifest.members]
+    else:
+        needed = [manifest.tokenizer, *manifest.models.values()]
     unlisted = [f for f in needed if f not in manifest.files]
     if unlisted:
         raise BundleError(f"bundle {manifest.name!r}: no checksum listed for {', '.join(unlisted)}")
@@ -234,6 +270,8 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
                     f"(expected {expected[:12]}…, found {actual[:12]}…); the file is "
                     "corrupt or was modified"
                 )
+    for member in manifest.members:  # each member checks its own files
+        load_bundle(root / member["path"], verify=verify, _member=True)
     return Bundle(path=root, manifest=manifest)
 
 
@@ -251,13 +289,18 @@ def write_bundle(
 ) -> Bundle:
     """Write ``qinggan.json`` for files already placed in ``out_dir`` and return the bundle.
 
-    ``models`` maps variant (``fp32``/``int8``) to a path relative to ``out_dir``.
+    ``models`` maps variant (``fp32``/``int8``) to a path relative to ``out_dir``; an
+    ensemble passes ``models={}`` and ``members=[{"path": ..., "weight": ...}, ...]``.
     Checksums are computed here; ``fields`` fill the other :class:`Manifest` fields.
     """
     root = Path(out_dir)
     if display_labels is None:
         display_labels = [DISPLAY_NAMES.get(label, label) for label in labels]
-    listed = [tokenizer, *models.values(), *extra_files]
+    members = fields.get("members", ())
+    if members:
+        listed = [*(f"{m['path']}/{MANIFEST_NAME}" for m in members), *extra_files]
+    else:
+        listed = [tokenizer, *models.values(), *extra_files]
     for rel in listed:
         if not (root / rel).is_file():
             raise BundleError(f"cannot write bundle: {root / rel} does not exist")

@@ -96,77 +96,42 @@ def create_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceS
         raise BundleError(f"cannot load ONNX model {os.fspath(path)!r}: {exc}") from None
 
 
-class Classifier:
-    """A loaded sentiment classifier. Thread-safe: ONNX Runtime sessions may run concurrently."""
+class Predictor:
+    """What every classifier shares: labels, the batching plan, predictions in input order.
+
+    Subclasses provide :meth:`tokenize` and :meth:`infer`; the server's batcher uses the
+    same three calls (``tokenize``, ``infer``, ``to_predictions``).
+    """
+
+    bundle: Bundle
+    variant: str
+    threads: int
 
     def __init__(
-        self,
-        bundle: Bundle,
-        *,
-        variant: str | None = None,
-        threads: int | None = None,
-        truncate: bool = True,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        self, bundle: Bundle, *, truncate: bool, batch_size: int, max_batch_tokens: int
     ) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
-        self.variant = variant or manifest.preferred_variant
-        self.threads = threads or default_threads()
         self.truncate = truncate
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.labels: tuple[str, ...] = manifest.labels
         self.display_labels: tuple[str, ...] = manifest.display_labels
         self.max_length = manifest.max_length
-        self.encoder = TextEncoder(bundle.tokenizer_path, manifest.max_length, manifest.text_prefix)
-        self.session = create_session(bundle.model_path(self.variant), self.threads)
-        self._input_names = self._check_graph()
-        self._temperature = float(manifest.temperature)
-        self.predict(["warm-up 预热"])  # fails early on a graph/label mismatch
 
     @property
     def name(self) -> str:
         return self.bundle.name
 
-    def _check_graph(self) -> tuple[str, ...]:
-        names = tuple(i.name for i in self.session.get_inputs())
-        unknown = [n for n in names if n not in KNOWN_INPUTS]
-        if "input_ids" not in names or unknown:
-            raise BundleError(
-                f"bundle {self.name!r}: model inputs {list(names)} are not supported; "
-                f"expected input_ids plus optionally {list(KNOWN_INPUTS[1:])}"
-            )
-        outputs = self.session.get_outputs()
-        width = outputs[0].shape[-1] if outputs[0].shape else None
-        if isinstance(width, int) and width != len(self.labels):
-            raise BundleError(
-                f"bundle {self.name!r}: the model has {width} outputs but the manifest "
-                f"names {len(self.labels)} labels"
-            )
-        return names
-
-    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
+    def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
         """Tokenise texts; raises :class:`TextTooLongError` if truncation is off and one is too long."""
-        return self.encoder.encode(texts, truncate=self.truncate)
+        raise NotImplementedError
 
-    def infer(self, batch: Sequence[Encoded]) -> np.ndarray:
-        """Run one batch through the model; returns calibrated probabilities, shape (n, labels)."""
-        ids, mask = self.encoder.pad(batch)
-        feeds = {"input_ids": ids}
-        if "attention_mask" in self._input_names:
-            feeds["attention_mask"] = mask
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        logits = self.session.run(None, feeds)[0]
-        if logits.ndim != 2 or logits.shape != (len(batch), len(self.labels)):
-            raise BundleError(
-                f"bundle {self.name!r}: model returned shape {list(logits.shape)}, expected "
-                f"[{len(batch)}, {len(self.labels)}] for {len(self.labels)} labels"
-            )
-        return softmax(logits.astype(np.float64) / self._temperature)
+    def infer(self, batch: Sequence[Any]) -> np.ndarray:
+        """Run one batch; returns calibrated probabilities, shape (n, labels)."""
+        raise NotImplementedError
 
-    def to_predictions(self, probs: np.ndarray, batch: Sequence[Encoded]) -> list[Prediction]:
+    def to_predictions(self, probs: np.ndarray, batch: Sequence[Any]) -> list[Prediction]:
         out = []
         for row, enc in zip(probs, batch, strict=True):
             best = int(row.argmax())
@@ -214,6 +179,67 @@ class Classifier:
         }
 
 
+class Classifier(Predictor):
+    """A bundle's tokenizer and one ONNX Runtime session. Thread-safe: sessions may run concurrently."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        threads: int | None = None,
+        truncate: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ) -> None:
+        super().__init__(
+            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+        )
+        manifest = bundle.manifest
+        self.variant = variant or manifest.preferred_variant
+        self.threads = threads or default_threads()
+        self.encoder = TextEncoder(bundle.tokenizer_path, manifest.max_length, manifest.text_prefix)
+        self.session = create_session(bundle.model_path(self.variant), self.threads)
+        self._input_names = self._check_graph()
+        self._temperature = float(manifest.temperature)
+        self.predict(["warm-up 预热"])  # fails early on a graph/label mismatch
+
+    def _check_graph(self) -> tuple[str, ...]:
+        names = tuple(i.name for i in self.session.get_inputs())
+        unknown = [n for n in names if n not in KNOWN_INPUTS]
+        if "input_ids" not in names or unknown:
+            raise BundleError(
+                f"bundle {self.name!r}: model inputs {list(names)} are not supported; "
+                f"expected input_ids plus optionally {list(KNOWN_INPUTS[1:])}"
+            )
+        outputs = self.session.get_outputs()
+        width = outputs[0].shape[-1] if outputs[0].shape else None
+        if isinstance(width, int) and width != len(self.labels):
+            raise BundleError(
+                f"bundle {self.name!r}: the model has {width} outputs but the manifest "
+                f"names {len(self.labels)} labels"
+            )
+        return names
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
+        return self.encoder.encode(texts, truncate=self.truncate)
+
+    def infer(self, batch: Sequence[Encoded]) -> np.ndarray:
+        ids, mask = self.encoder.pad(batch)
+        feeds = {"input_ids": ids}
+        if "attention_mask" in self._input_names:
+            feeds["attention_mask"] = mask
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        logits = self.session.run(None, feeds)[0]
+        if logits.ndim != 2 or logits.shape != (len(batch), len(self.labels)):
+            raise BundleError(
+                f"bundle {self.name!r}: model returned shape {list(logits.shape)}, expected "
+                f"[{len(batch)}, {len(self.labels)}] for {len(self.labels)} labels"
+            )
+        return softmax(logits.astype(np.float64) / self._temperature)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -229,8 +255,8 @@ def load(
     verify: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-) -> Classifier:
-    """Load a classifier.
+) -> Predictor:
+    """Load a classifier (an :class:`Classifier`, or an ensemble for an ensemble bundle).
 
     ``model`` is a bundle directory or a built-in name (``fast``/``accurate``); ``None``
     picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
@@ -238,6 +264,17 @@ def load(
     to the model's ``max_length`` tokens.
     """
     bundle = load_bundle(resolve_model(model), verify=verify)
+    if bundle.manifest.members:
+        from .ensemble import Ensemble
+
+        return Ensemble(
+            bundle,
+            variant=variant,
+            threads=threads,
+            truncate=truncate,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+        )
     return Classifier(
         bundle,
         variant=variant,

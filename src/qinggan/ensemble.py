@@ -1,0 +1,92 @@
+"""Ensembles: several bundles whose calibrated probabilities are averaged with weights.
+
+An ensemble bundle's manifest lists ``members`` (bundle directories relative to it); each
+member keeps its own tokenizer and graph, so models of different kinds (a transformer
+and a character n-gram model, say) can vote together. To the batcher and the CLI an
+ensemble looks like any classifier: ``tokenize`` returns one :class:`EnsembleEncoded`
+per text holding every member's tokens, and ``infer`` runs every member on the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle, load_bundle
+from .engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Classifier, Predictor, default_threads
+from .errors import BundleError
+from .tokenization import Encoded
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleEncoded:
+    """One text as each member tokenised it."""
+
+    parts: tuple[Encoded, ...]
+    truncated: bool
+
+    def __len__(self) -> int:  # the batch budget follows the longest member encoding
+        return max(len(p) for p in self.parts)
+
+
+class Ensemble(Predictor):
+    """Weighted average of member classifiers' probabilities."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        threads: int | None = None,
+        truncate: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ) -> None:
+        super().__init__(
+            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+        )
+        self.threads = threads or default_threads()
+        self.members: list[Classifier] = []
+        for path in bundle.member_paths():
+            member = load_bundle(path, verify=False)  # load_bundle(bundle) verified it
+            if member.manifest.labels != self.labels:
+                raise BundleError(
+                    f"ensemble {self.name!r}: member {member.name!r} has labels "
+                    f"{list(member.manifest.labels)}, the ensemble {list(self.labels)}"
+                )
+            self.members.append(
+                Classifier(
+                    member,
+                    variant=variant if variant in member.manifest.models else None,
+                    threads=self.threads,
+                    truncate=truncate,
+                    batch_size=batch_size,
+                    max_batch_tokens=max_batch_tokens,
+                )
+            )
+        weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
+        self.weights = weights / weights.sum()
+        self.variant = "+".join(m.variant for m in self.members)
+
+    def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
+        per_member = [m.tokenize(texts) for m in self.members]
+        return [
+            EnsembleEncoded(parts, any(p.truncated for p in parts)) for parts in zip(*per_member)
+        ]
+
+    def infer(self, batch: Sequence[EnsembleEncoded]) -> np.ndarray:
+        total = np.zeros((len(batch), len(self.labels)))
+        for i, (member, weight) in enumerate(zip(self.members, self.weights, strict=True)):
+            total += weight * member.infer([e.parts[i] for e in batch])
+        return total
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["members"] = [
+            {"name": m.name, "variant": m.variant, "weight": round(float(w), 4)}
+            for m, w in zip(self.members, self.weights, strict=True)
+        ]
+        return info

@@ -1,0 +1,130 @@
+"""Ensemble bundles: members' probabilities averaged, validated like any bundle, served as one model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qinggan
+from qinggan.bundle import MANIFEST_NAME, Bundle, load_bundle, write_bundle
+from qinggan.ensemble import Ensemble
+from qinggan.errors import BundleError
+from qinggan.testing import make_tiny_bundle
+from serverproc import ServerProcess
+
+TEXTS = ["这家酒店服务很好，下次还来", "太差了，非常失望", "hello", "好" * 300]
+
+
+def make_ensemble(root: Path, weights: tuple[float, float] = (3.0, 1.0)) -> Bundle:
+    make_tiny_bundle(root / "a")
+    make_tiny_bundle(root / "b", with_token_types=True, max_length=16)
+    return write_bundle(
+        root, name="tiny-ensemble", labels=["Negative", "Positive"], models={}, max_length=64,
+        members=[{"path": "a", "weight": weights[0]}, {"path": "b", "weight": weights[1]}],
+    )
+
+
+@pytest.fixture
+def ensemble_dir(tmp_path: Path) -> Path:
+    return make_ensemble(tmp_path / "ens").path
+
+
+def test_probabilities_are_the_weighted_average(ensemble_dir: Path) -> None:
+    ens = qinggan.load(ensemble_dir)
+    assert isinstance(ens, Ensemble)
+    a, b = qinggan.load(ensemble_dir / "a"), qinggan.load(ensemble_dir / "b")
+    for text, pred, pa, pb in zip(TEXTS, ens.predict(TEXTS), a.predict(TEXTS), b.predict(TEXTS)):
+        expected = 0.75 * pa.scores["Positive"] + 0.25 * pb.scores["Positive"]
+        assert pred.scores["Positive"] == pytest.approx(expected), text
+        assert pred.truncated == (pa.truncated or pb.truncated)
+    assert ens("很好").label == "Positive" and ens("太差").label == "Negative"
+
+
+def test_info_and_identity(ensemble_dir: Path) -> None:
+    ens = qinggan.load(ensemble_dir)
+    info = ens.info()
+    assert [m["weight"] for m in info["members"]] == [0.75, 0.25]
+    assert info["variant"] == "fp32+fp32"
+    assert info["sha256"] == load_bundle(ensemble_dir).sha256()
+
+
+def test_tampered_member_is_caught(ensemble_dir: Path) -> None:
+    with (ensemble_dir / "b" / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match="checksum mismatch for model.onnx"):
+        qinggan.load(ensemble_dir)
+
+
+def test_swapped_member_manifest_is_caught(ensemble_dir: Path) -> None:
+    manifest = json.loads((ensemble_dir / "b" / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["temperature"] = 5.0
+    (ensemble_dir / "b" / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match="checksum mismatch for b/qinggan.json"):
+        load_bundle(ensemble_dir)
+
+
+def test_missing_member(ensemble_dir: Path) -> None:
+    shutil.rmtree(ensemble_dir / "b")
+    with pytest.raises(BundleError, match="missing file b/qinggan.json"):
+        load_bundle(ensemble_dir)
+
+
+def test_nested_ensembles_are_refused(tmp_path: Path) -> None:
+    inner = make_ensemble(tmp_path / "outer" / "inner").path
+    assert inner.is_dir()
+    make_tiny_bundle(tmp_path / "outer" / "plain")
+    with pytest.raises(BundleError, match="cannot be an ensemble"):
+        write_bundle(tmp_path / "outer", name="nested", labels=["Negative", "Positive"], models={},
+                     max_length=64, members=[{"path": "inner"}, {"path": "plain"}])
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([{"path": "a", "weight": 0}], "positive weight"),
+        ([{"weight": 1}], "needs a 'path'"),
+    ],
+)
+def test_bad_members(ensemble_dir: Path, members: list[dict], message: str) -> None:
+    manifest = json.loads((ensemble_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["members"] = members
+    (ensemble_dir / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match=message):
+        load_bundle(ensemble_dir)
+
+
+def test_member_label_mismatch(tmp_path: Path) -> None:
+    root = tmp_path / "ens"
+    make_tiny_bundle(root / "a")
+    other = make_tiny_bundle(root / "b").path
+    write_bundle(other, name="other", labels=["Bad", "Good"], models={"fp32": "model.onnx"},
+                 max_length=64)
+    write_bundle(root, name="mixed", labels=["Negative", "Positive"], models={}, max_length=64,
+                 members=[{"path": "a"}, {"path": "b"}])
+    with pytest.raises(BundleError, match="member 'other' has labels"):
+        qinggan.load(root)
+
+
+def test_cli_predict(ensemble_dir: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "qinggan.cli", "predict", "-m", str(ensemble_dir), "服务很好"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Positive\t")
+
+
+def test_served_over_http(ensemble_dir: Path) -> None:
+    with ServerProcess(ensemble_dir).start() as server, server.client() as client:
+        one = client.post("/analyze", json={"text": "服务很好"}).json()
+        many = client.post("/v1/analyze", json={"texts": TEXTS}).json()["results"]
+        info = client.get("/info").json()
+    assert one["label"] == "Positive"
+    assert [r["label"] for r in many[:2]] == ["Positive", "Negative"]
+    assert many[3]["truncated"] is True
+    assert info["model"]["name"] == "tiny-ensemble"
