@@ -203,6 +203,12 @@ class ChunkScorer(Protocol):
         ...
 
 
+def model_identity(bundle: Any, variant: str) -> dict[str, Any]:
+    """Name, variant and a digest of every file checksum the manifest lists (ensembles too)."""
+    files = orjson.dumps(bundle.manifest.files, option=orjson.OPT_SORT_KEYS)
+    return {"model": bundle.name, "variant": variant, "files": hashlib.sha256(files).hexdigest()}
+
+
 class LocalScorer:
     """Scores chunks in this process with one :class:`~qinggan.engine.Classifier`."""
 
@@ -211,8 +217,7 @@ class LocalScorer:
         self.labels: tuple[str, ...] = clf.labels
 
     def identity(self) -> dict[str, Any]:
-        clf = self.clf
-        return {"model": clf.name, "variant": clf.variant, "sha256": clf.bundle.sha256(clf.variant)}
+        return model_identity(self.clf.bundle, self.clf.variant)
 
     def map(
         self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False

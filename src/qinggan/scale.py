@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .errors import MissingExtraError, QingganError
-from .files import score_texts
+from .files import model_identity, score_texts
 
 if TYPE_CHECKING:
     import ray.data
@@ -180,11 +180,7 @@ class RayChunkScorer:
 
         spec = model_spec(model)
         bundle = load_bundle(resolve_model(spec), verify=False)  # fail early, in the driver
-        self._identity = {
-            "model": bundle.name,
-            "variant": variant or bundle.manifest.preferred_variant,
-            "sha256": bundle.sha256(variant),
-        }
+        self._identity = model_identity(bundle, variant or bundle.manifest.preferred_variant)
         self.labels: tuple[str, ...] = bundle.manifest.labels
         self._ray = ray
         self._started_ray = not ray.is_initialized()
