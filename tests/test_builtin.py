@@ -8,7 +8,14 @@ import sys
 
 import pytest
 
-from qinggan.bundle import BUILTIN_DIR, DEFAULT_BUILTIN, MODEL_ENV, builtin_models, load_bundle, resolve_model
+from qinggan.bundle import (
+    BUILTIN_DIR,
+    DEFAULT_BUILTIN,
+    MODEL_ENV,
+    builtin_models,
+    load_bundle,
+    resolve_model,
+)
 
 NAMES = ("accurate", "fast")
 POSITIVE = "这家酒店服务很好，下次还来"
@@ -24,7 +31,11 @@ def run_cli(*args: str, model: str | None = None) -> subprocess.CompletedProcess
     if model:
         env[MODEL_ENV] = model
     return subprocess.run(
-        [sys.executable, "-m", "qinggan.cli", *args], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-m", "qinggan.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 

@@ -76,7 +76,9 @@ def test_read_labelled_csv_gz_and_jsonl(tmp_path: Path) -> None:
     gz = write_csv(tmp_path / "a.csv.gz")
     assert [(e.text, e.label) for e in read_labelled(gz)] == ROWS
     jl = tmp_path / "b.jsonl"
-    jl.write_text("\n".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in ROWS))
+    jl.write_text(
+        "\n".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in ROWS)
+    )
     assert [(e.text, e.label) for e in read_labelled(jl)] == ROWS
 
 
@@ -111,7 +113,13 @@ def test_eval_cli_writes_reports(tiny_bundle: Bundle, tmp_path: Path) -> None:
 
 def test_eval_cli_plot(tiny_bundle: Bundle, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    res = run_cli("eval", str(tiny_bundle.path), str(write_csv(tmp_path / "s.csv")), "--plot", str(tmp_path / "r.png"))
+    res = run_cli(
+        "eval",
+        str(tiny_bundle.path),
+        str(write_csv(tmp_path / "s.csv")),
+        "--plot",
+        str(tmp_path / "r.png"),
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 

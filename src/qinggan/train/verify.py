@@ -74,8 +74,18 @@ class CEngine:
         lib = ctypes.CDLL(str(lib_path))
         lib.e5_load.restype = ctypes.c_void_p
         lib.e5_load.argtypes = [ctypes.c_char_p]
-        lib.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-        lib.qg_content_ids.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+        lib.e5_embed.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_float),
+        ]
+        lib.qg_content_ids.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.c_int,
+        ]
         lib.e5_free.argtypes = [ctypes.c_void_p]
         self.lib = lib
         self.model = lib.e5_load(str(e5_file).encode())
@@ -101,7 +111,10 @@ class CEngine:
 
 
 def check_against_engine(
-    e5_file: Path, tokenizer, encoder, sentences: list[str] | None = None  # type: ignore[no-untyped-def]
+    e5_file: Path,
+    tokenizer,
+    encoder,
+    sentences: list[str] | None = None,  # type: ignore[no-untyped-def]
 ) -> EngineCheck:
     """Compare ``tokenizer`` (full vocabulary) and ``encoder`` (all 12 layers) with the engine."""
     import torch
@@ -168,7 +181,9 @@ def main() -> None:
     tokenizer = build_tokenizer(full_vocab(image), image.norm_map)
     encoder = Encoder(encoder_config_for(image, image.config.vocab_rows, image.config.layers))
     load_e5_weights(encoder, image)
-    result: dict[str, object] = {"embedding_check": check_against_engine(e5_file, tokenizer, encoder).to_dict()}
+    result: dict[str, object] = {
+        "embedding_check": check_against_engine(e5_file, tokenizer, encoder).to_dict()
+    }
     if args.data_dir:
         texts = [e.text for e in sample(read_split(args.data_dir, "test"), args.texts, 0)]
         same, total, differ = token_agreement(e5_file, tokenizer, texts)

@@ -90,7 +90,9 @@ def build_tokenizer(vocab: Vocab, norm_map: dict[int, str]) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
         replacement=METASPACE, prepend_scheme="always", split=False
     )
-    tokenizer.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always", split=False)
+    tokenizer.decoder = decoders.Metaspace(
+        replacement=METASPACE, prepend_scheme="always", split=False
+    )
     bos, eos = vocab.pieces[vocab.bos_id], vocab.pieces[vocab.eos_id]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A {eos}",
