@@ -38,12 +38,13 @@ def write_split(root: Path, source: str, split: str, rows: list[tuple[str, int]]
         writer.writerows(rows)
 
 
-@pytest.fixture(scope="module")
-def ngram_bundle(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=[True, False], ids=["sublinear-tf", "raw-tf"])
+def ngram_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("data")
     write_split(data, "demo", "train", synthetic_rows(600, 1))
     write_split(data, "demo", "dev", synthetic_rows(200, 2))
-    return train(data, tmp_path_factory.mktemp("ngram") / "bundle", max_features=5000)
+    out = tmp_path_factory.mktemp("ngram") / "bundle"
+    return train(data, out, max_features=5000, sublinear=request.param)
 
 
 def test_export_matches_scikit_learn(ngram_bundle) -> None:

@@ -4,7 +4,7 @@ The text is split into characters by a Hugging Face ``tokenizer.json`` (lower-ca
 whitespace collapsed); scikit-learn learns the n-gram vocabulary, IDF weights and the
 classifier *over those token ids*, so the exported graph sees exactly what training saw:
 
-    input_ids -> TfIdfVectorizer (n-gram counts) -> 1 + log(tf) -> × idf -> L2 norm -> linear
+    input_ids -> TfIdfVectorizer (n-gram counts) -> [1 + log(tf)] -> × idf -> L2 norm -> linear
 
 Everything is a standard ONNX operator that ONNX Runtime runs on the CPU, so the engine
 serves it like any other bundle. It is tiny and very fast; it is less accurate than the
@@ -60,8 +60,13 @@ def ngrams(ids: Sequence[int], n_max: int = 3) -> list[tuple[int, ...]]:
 
 
 def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndarray,
-                coef: np.ndarray, intercept: float) -> None:
-    """Write the TF-IDF + logistic-regression graph (input ``input_ids``, output ``logits``)."""
+                coef: np.ndarray, intercept: float, *, sublinear: bool) -> None:
+    """Write the TF-IDF + logistic-regression graph (input ``input_ids``, output ``logits``).
+
+    With plain TF, ``TfIdfVectorizer`` emits tf × idf itself and only the norm and the
+    matmul touch the wide feature matrix; sublinear TF (``1 + log(tf)``) costs four
+    more passes over it.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -76,36 +81,49 @@ def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndar
         for gram, column in sorted(by_order[order]):
             pool.extend(gram)
             indexes.append(column)
-    width = len(vocabulary)
-    weights = np.zeros((width, 2), dtype=np.float32)
-    weights[:, 1] = coef  # softmax([0, z]) = sigmoid(z): the logistic regression's probability
-    nodes = [
-        helper.make_node(
-            "TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", min_gram_length=1,
-            max_gram_length=3, max_skip_count=0, ngram_counts=starts, ngram_indexes=indexes,
-            pool_int64s=pool,
-        ),
-        helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
-        helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
-        helper.make_node("Add", ["log_tf", "one"], ["sublinear"]),
-        helper.make_node("Greater", ["tf", "zero"], ["present"]),
-        helper.make_node("Where", ["present", "sublinear", "zero"], ["tf_sub"]),
-        helper.make_node("Mul", ["tf_sub", "idf"], ["tfidf"]),
+    vectorizer_args = dict(
+        min_gram_length=1, max_gram_length=3, max_skip_count=0, ngram_counts=starts,
+        ngram_indexes=indexes, pool_int64s=pool,
+    )
+    if sublinear:
+        # for integer counts, 1 + log(tf) where tf > 0 (else 0) is log(max(tf, 1)) + min(tf, 1)
+        nodes = [
+            helper.make_node("TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", **vectorizer_args),
+            helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
+            helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
+            helper.make_node("Min", ["tf", "one"], ["present"]),
+            helper.make_node("Add", ["log_tf", "present"], ["sublinear"]),
+            helper.make_node("Mul", ["sublinear", "idf"], ["tfidf"]),
+        ]
+    else:
+        pool_idf = [float(idf[column]) for column in indexes]
+        nodes = [
+            helper.make_node(
+                "TfIdfVectorizer", ["input_ids"], ["tfidf"], mode="TFIDF", weights=pool_idf,
+                **vectorizer_args,
+            )
+        ]
+    nodes += [
         helper.make_node("ReduceL2", ["tfidf", "axis1"], ["norm"], keepdims=1),
         helper.make_node("Max", ["norm", "tiny"], ["safe_norm"]),
-        helper.make_node("Div", ["tfidf", "safe_norm"], ["features"]),
-        helper.make_node("MatMul", ["features", "weights"], ["scores"]),
-        helper.make_node("Add", ["scores", "bias"], ["logits"]),
+        # normalising after the matmul is a [B, 1] division instead of a [B, features] one
+        helper.make_node("MatMul", ["tfidf", "coef"], ["raw"]),
+        helper.make_node("Div", ["raw", "safe_norm"], ["score"]),
+        helper.make_node("Add", ["score", "intercept"], ["z"]),
+        # softmax([0, z]) = sigmoid(z): the logistic regression's probability
+        helper.make_node("Mul", ["z", "select_positive"], ["logits"]),
     ]
     initializers = [
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
-        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         numpy_helper.from_array(idf.astype(np.float32), "idf"),
-        numpy_helper.from_array(weights, "weights"),
-        numpy_helper.from_array(np.array([0.0, intercept], dtype=np.float32), "bias"),
+        numpy_helper.from_array(coef.astype(np.float32).reshape(-1, 1), "coef"),
+        numpy_helper.from_array(np.array([intercept], dtype=np.float32), "intercept"),
+        numpy_helper.from_array(np.array([0.0, 1.0], dtype=np.float32), "select_positive"),
     ]
+    if not sublinear:  # unused constants would only make ORT warn
+        initializers = [i for i in initializers if i.name not in ("one", "idf")]
     graph = helper.make_graph(
         nodes, "qinggan_char_ngram_lr",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
@@ -174,6 +192,7 @@ def train(
     min_df: int = 2,
     c_grid: Sequence[float] = (2.0, 4.0, 8.0, 16.0),
     max_length: int = 512,
+    sublinear: bool = True,
     seed: int = 13,
 ) -> Bundle:
     """Train on every ``train`` split, pick C on ``dev``, export the bundle to ``out_dir``."""
@@ -192,7 +211,7 @@ def train(
 
     vectorizer = TfidfVectorizer(
         analyzer=ngrams, lowercase=False, min_df=min_df, max_features=max_features,
-        sublinear_tf=True, norm="l2", dtype=np.float32,
+        sublinear_tf=sublinear, norm="l2", dtype=np.float32,
     )
     x_train = vectorizer.fit_transform(encode(train_rows))
     x_dev = vectorizer.transform(encode(dev_rows))
@@ -216,7 +235,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.no_truncation()
     tokenizer.save(str(out / "tokenizer.json"))
-    export_onnx(out / "model.onnx", vocabulary, vectorizer.idf_, clf.coef_[0], float(clf.intercept_[0]))
+    export_onnx(out / "model.onnx", vocabulary, vectorizer.idf_, clf.coef_[0],
+                float(clf.intercept_[0]), sublinear=sublinear)
     parity = check_parity(out, max_length, dev_rows[:2000], clf.decision_function(x_dev[:2000]))
     seconds = round(time.perf_counter() - started, 1)
     return write_bundle(
@@ -230,12 +250,14 @@ def train(
         parity=parity,
         source={
             "kind": "trained",
-            "architecture": "char 1-3-gram TF-IDF (sublinear tf, l2) + logistic regression",
+            "architecture": f"char 1-3-gram TF-IDF ({'sublinear' if sublinear else 'raw'} tf, "
+            "l2) + logistic regression",
             "data": "../shared/data train splits (all sources)",
         },
         training={
             "script": "python -m qinggan.train.ngram DATA_DIR OUT_DIR",
             "seed": seed, "max_features": max_features, "min_df": min_df, "C": c_best,
+            "sublinear_tf": sublinear,
             "c_grid": list(c_grid), "train_rows": len(train_rows), "dev_rows": len(dev_rows),
             "vocab_chars": tokenizer.get_vocab_size(), "features": len(vocabulary),
             "dev_accuracy": round(dev_acc, 4), "seconds": seconds,
@@ -249,10 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--max-features", type=int, default=200_000)
     parser.add_argument("--min-df", type=int, default=2)
+    parser.add_argument("--raw-tf", action="store_true", help="plain instead of sublinear TF")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
     bundle = train(args.data_dir, args.out_dir, max_features=args.max_features,
-                   min_df=args.min_df, seed=args.seed)
+                   min_df=args.min_df, sublinear=not args.raw_tf, seed=args.seed)
     print(json.dumps(bundle.manifest.training, indent=2))
 
 
