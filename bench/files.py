@@ -190,11 +190,12 @@ def main() -> None:
 
     bundle = load_bundle(resolve_model(args.model))
     m = bundle.manifest
-    variant = args.variant or m.preferred_variant
-    model_desc = (
-        f"`{m.name}` ({args.model}; variant {variant}, max_length {m.max_length}, "
-        f"{bundle.model_path(variant).stat().st_size / 1e6:.0f} MB ONNX)"
-    )
+    if m.models:
+        variant = args.variant or m.preferred_variant
+        size = f"{bundle.model_path(variant).stat().st_size / 1e6:.0f} MB ONNX"
+    else:  # an ensemble of other bundles
+        variant, size = "of the members", str(m.source.get("members", "ensemble"))
+    model_desc = f"`{m.name}` ({args.model}; variant {variant}, max_length {m.max_length}, {size})"
     texts = load_texts(args.data)
     if args.serve_rss:
         serve_rss(args, texts, model_desc)

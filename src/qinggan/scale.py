@@ -79,6 +79,10 @@ class BatchScorer:
         self.prefix = prefix
         self.fail_long = fail_long
 
+    def describe(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """(resume identity, labels) of the loaded model."""
+        return model_identity(self.clf.bundle, self.clf.variant), tuple(self.clf.labels)
+
     def score(
         self, values: Sequence[object], prefix: str | None = None, fail_long: bool | None = None
     ) -> pa.Table:
@@ -176,12 +180,10 @@ class RayChunkScorer:
         concurrency: int | None = None,
     ) -> None:
         ray = require_ray()
-        from .bundle import load_bundle, resolve_model
+        from .bundle import resolve_model
 
         spec = model_spec(model)
-        bundle = load_bundle(resolve_model(spec), verify=False)  # fail early, in the driver
-        self._identity = model_identity(bundle, variant or bundle.manifest.preferred_variant)
-        self.labels: tuple[str, ...] = bundle.manifest.labels
+        resolve_model(spec)  # a missing model fails here, in the driver
         self._ray = ray
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
@@ -189,11 +191,14 @@ class RayChunkScorer:
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
         self.actors = [actor.remote(spec, variant=variant, threads=threads) for _ in range(size)]
+        # Ask an actor what it loaded: labels and identity exactly as the local engine sees them.
+        self._identity, labels = self._get(self.actors[0].describe.remote())
+        self.labels: tuple[str, ...] = tuple(labels)
 
     def identity(self) -> dict[str, Any]:
         return dict(self._identity)
 
-    def _get(self, ref: Any) -> pa.Table:
+    def _get(self, ref: Any) -> Any:
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as exc:
