@@ -317,6 +317,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the --tuned-systems as '<name>-tuned' with these extra serve options",
     )
     parser.add_argument(
+        "--tuned-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the '-tuned' twins, e.g. QINGGAN_ORT_SPINNING=0 (repeatable)",
+    )
+    parser.add_argument(
         "--tuned-systems",
         default="qinggan-int8",
         help="comma-separated qinggan systems that get a '-tuned' twin (default qinggan-int8)",
@@ -408,7 +415,7 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
             chosen.append(systems.qinggan_system(name, "fast", port, variant=None, options=options))
         else:
             raise SystemExit(f"error: unknown system {name!r}")
-        if args.tuned_opt and name in args.tuned_systems.split(","):
+        if (args.tuned_opt or args.tuned_env) and name in args.tuned_systems.split(","):
             base = chosen[-1]
             model = base.argv[base.argv.index("--model") + 1]
             variant = (
@@ -421,7 +428,8 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
                 variant=variant,
                 options=serve_options(args, tuned=True),
             )
-            tuned.description += ", tuned: " + " ".join(args.tuned_opt)
+            tuned.env = dict(item.split("=", 1) for item in args.tuned_env)
+            tuned.description += ", tuned: " + " ".join([*args.tuned_opt, *args.tuned_env])
             chosen.append(tuned)
     return chosen, provenance
 
@@ -449,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             "texts": text_info,
             "threads": args.threads,
             "serve_options": serve_options(args),
-            "tuned_options": args.tuned_opt,
+            "tuned_options": [*args.tuned_opt, *args.tuned_env],
             "machine": machine_description(),
             "note": args.note,
         },

@@ -90,6 +90,11 @@ def create_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceS
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # QINGGAN_ORT_SPINNING=0 stops idle ORT threads busy-waiting (helps on shared/small CPUs).
+    spinning = os.environ.get("QINGGAN_ORT_SPINNING", "").strip().lower()
+    if spinning:
+        enabled = "0" if spinning in ("0", "false", "no", "off") else "1"
+        options.add_session_config_entry("session.intra_op.allow_spinning", enabled)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
