@@ -136,7 +136,7 @@ def cpu_name() -> str:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| run | engine | rows | rows/s | wall s | peak RSS (MB) | process tree peak RSS (MB) |",
+        "| run | engine | rows | rows/s | wall s | peak RSS (MiB) | process tree peak RSS (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -250,7 +250,7 @@ def main() -> None:
         first, last = results[0], results[len(sizes) - 1]
         notes.append(
             f"- Peak RSS from {first.rows:,} to {last.rows:,} rows: {first.rss_mb:,.0f} → "
-            f"{last.rss_mb:,.0f} MB ({last.rss_mb - first.rss_mb:+,.0f} MB)."
+            f"{last.rss_mb:,.0f} MiB ({last.rss_mb - first.rss_mb:+,.0f} MiB)."
         )
     if args.ray_rows:
         local_r, ray_r = results[-2], results[-1]
@@ -336,7 +336,7 @@ def serve_rss(args: argparse.Namespace, texts: list[str], model_desc: str) -> No
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} with "
         f"`python bench/files.py {shlex.join(sys.argv[1:])}`; model {model_desc}; {cpu_name()}.",
         "",
-        "| state | RSS (MB) |",
+        "| state | RSS (MiB) |",
         "|---|---:|",
         f"| idle (ready, warmed) | {idle / 2**20:,.0f} |",
         f"| peak under load (8 clients × 64 texts of up to 512 chars) | {peak / 2**20:,.0f} |",
