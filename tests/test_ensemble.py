@@ -20,12 +20,15 @@ from serverproc import ServerProcess
 TEXTS = ["这家酒店服务很好，下次还来", "太差了，非常失望", "hello", "好" * 300]
 
 
-def make_ensemble(root: Path, weights: tuple[float, float] = (3.0, 1.0)) -> Bundle:
+def make_ensemble(
+    root: Path, weights: tuple[float, float] = (3.0, 1.0), temperature: float = 1.0
+) -> Bundle:
     make_tiny_bundle(root / "a")
     make_tiny_bundle(root / "b", with_token_types=True, max_length=16)
     return write_bundle(
         root, name="tiny-ensemble", labels=["Negative", "Positive"], models={}, max_length=64,
         members=[{"path": "a", "weight": weights[0]}, {"path": "b", "weight": weights[1]}],
+        temperature=temperature,
     )
 
 
@@ -43,6 +46,15 @@ def test_probabilities_are_the_weighted_average(ensemble_dir: Path) -> None:
         assert pred.scores["Positive"] == pytest.approx(expected), text
         assert pred.truncated == (pa.truncated or pb.truncated)
     assert ens("很好").label == "Positive" and ens("太差").label == "Negative"
+
+
+def test_temperature_rescales_the_average(tmp_path: Path) -> None:
+    plain = qinggan.load(make_ensemble(tmp_path / "plain").path)
+    soft = qinggan.load(make_ensemble(tmp_path / "soft", temperature=2.0).path)
+    for p, q in zip(plain.predict(TEXTS[:2]), soft.predict(TEXTS[:2])):
+        assert p.label == q.label
+        odds = p.scores["Positive"] / p.scores["Negative"]
+        assert q.scores["Positive"] / q.scores["Negative"] == pytest.approx(odds**0.5)
 
 
 def test_info_and_identity(ensemble_dir: Path) -> None:

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Classifier, Predictor, default_threads
+from .engine import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TOKENS,
+    Classifier,
+    Predictor,
+    default_threads,
+    softmax,
+)
 from .errors import BundleError
 from .tokenization import Encoded
 
@@ -33,7 +40,11 @@ class EnsembleEncoded:
 
 
 class Ensemble(Predictor):
-    """Weighted average of member classifiers' probabilities."""
+    """Weighted average of member classifiers' probabilities.
+
+    Averaging pulls probabilities towards the middle, so the ensemble's own manifest
+    ``temperature`` (fitted on dev) rescales the averaged log-probabilities.
+    """
 
     def __init__(
         self,
@@ -69,6 +80,7 @@ class Ensemble(Predictor):
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
         self.weights = weights / weights.sum()
+        self._temperature = float(bundle.manifest.temperature)
         self.variant = "+".join(m.variant for m in self.members)
 
     def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
@@ -81,7 +93,9 @@ class Ensemble(Predictor):
         total = np.zeros((len(batch), len(self.labels)))
         for i, (member, weight) in enumerate(zip(self.members, self.weights, strict=True)):
             total += weight * member.infer([e.parts[i] for e in batch])
-        return total
+        if self._temperature == 1.0:
+            return total
+        return softmax(np.log(np.clip(total, 1e-12, 1.0)) / self._temperature)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
