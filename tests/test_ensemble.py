@@ -26,7 +26,11 @@ def make_ensemble(
     make_tiny_bundle(root / "a")
     make_tiny_bundle(root / "b", with_token_types=True, max_length=16)
     return write_bundle(
-        root, name="tiny-ensemble", labels=["Negative", "Positive"], models={}, max_length=64,
+        root,
+        name="tiny-ensemble",
+        labels=["Negative", "Positive"],
+        models={},
+        max_length=64,
         members=[{"path": "a", "weight": weights[0]}, {"path": "b", "weight": weights[1]}],
         temperature=temperature,
     )
@@ -91,8 +95,14 @@ def test_nested_ensembles_are_refused(tmp_path: Path) -> None:
     assert inner.is_dir()
     make_tiny_bundle(tmp_path / "outer" / "plain")
     with pytest.raises(BundleError, match="cannot be an ensemble"):
-        write_bundle(tmp_path / "outer", name="nested", labels=["Negative", "Positive"], models={},
-                     max_length=64, members=[{"path": "inner"}, {"path": "plain"}])
+        write_bundle(
+            tmp_path / "outer",
+            name="nested",
+            labels=["Negative", "Positive"],
+            models={},
+            max_length=64,
+            members=[{"path": "inner"}, {"path": "plain"}],
+        )
 
 
 @pytest.mark.parametrize(
@@ -114,10 +124,17 @@ def test_member_label_mismatch(tmp_path: Path) -> None:
     root = tmp_path / "ens"
     make_tiny_bundle(root / "a")
     other = make_tiny_bundle(root / "b").path
-    write_bundle(other, name="other", labels=["Bad", "Good"], models={"fp32": "model.onnx"},
-                 max_length=64)
-    write_bundle(root, name="mixed", labels=["Negative", "Positive"], models={}, max_length=64,
-                 members=[{"path": "a"}, {"path": "b"}])
+    write_bundle(
+        other, name="other", labels=["Bad", "Good"], models={"fp32": "model.onnx"}, max_length=64
+    )
+    write_bundle(
+        root,
+        name="mixed",
+        labels=["Negative", "Positive"],
+        models={},
+        max_length=64,
+        members=[{"path": "a"}, {"path": "b"}],
+    )
     with pytest.raises(BundleError, match="member 'other' has labels"):
         qinggan.load(root)
 
@@ -125,7 +142,9 @@ def test_member_label_mismatch(tmp_path: Path) -> None:
 def test_cli_predict(ensemble_dir: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "qinggan.cli", "predict", "-m", str(ensemble_dir), "服务很好"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("Positive\t")

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +21,9 @@ import onnxruntime as ort
 from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
 from .tokenization import Encoded, TextEncoder
+
+if TYPE_CHECKING:
+    from .ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +162,9 @@ class Predictor:
             return []
         encoded = self.tokenize(texts)
         results: list[Prediction | None] = [None] * len(encoded)
-        for indices in plan_batches([len(e) for e in encoded], self.batch_size, self.max_batch_tokens):
+        for indices in plan_batches(
+            [len(e) for e in encoded], self.batch_size, self.max_batch_tokens
+        ):
             batch = [encoded[i] for i in indices]
             for i, pred in zip(indices, self.to_predictions(self.infer(batch), batch), strict=True):
                 results[i] = pred
@@ -261,7 +266,8 @@ def load(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> Predictor:
-    """Load a classifier (an :class:`Classifier`, or an ensemble for an ensemble bundle).
+    """Load a classifier: a :class:`Classifier`, or an :class:`~qinggan.ensemble.Ensemble`
+    for an ensemble bundle.
 
     ``model`` is a bundle directory or a built-in name (``fast``/``accurate``); ``None``
     picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
@@ -269,18 +275,12 @@ def load(
     to the model's ``max_length`` tokens.
     """
     bundle = load_bundle(resolve_model(model), verify=verify)
+    kind: type[Classifier] | type[Ensemble] = Classifier
     if bundle.manifest.members:
         from .ensemble import Ensemble
 
-        return Ensemble(
-            bundle,
-            variant=variant,
-            threads=threads,
-            truncate=truncate,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-        )
-    return Classifier(
+        kind = Ensemble
+    return kind(
         bundle,
         variant=variant,
         threads=threads,

@@ -86,7 +86,8 @@ class Ensemble(Predictor):
     def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
         per_member = [m.tokenize(texts) for m in self.members]
         return [
-            EnsembleEncoded(parts, any(p.truncated for p in parts)) for parts in zip(*per_member)
+            EnsembleEncoded(parts, any(p.truncated for p in parts))
+            for parts in zip(*per_member, strict=True)
         ]
 
     def infer(self, batch: Sequence[EnsembleEncoded]) -> np.ndarray:

@@ -40,8 +40,12 @@ def build_tokenizer(texts: Sequence[str], min_count: int = 2):  # type: ignore[n
     from tokenizers.models import WordLevel
 
     normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(r"\s+"), " "),
-         normalizers.Strip()]
+        [
+            normalizers.NFKC(),
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+        ]
     )
     counts: Counter[str] = Counter()
     for text in texts:
@@ -59,8 +63,15 @@ def ngrams(ids: Sequence[int], n_max: int = 3) -> list[tuple[int, ...]]:
     return [tuple(ids[i : i + n]) for n in range(1, n_max + 1) for i in range(len(ids) - n + 1)]
 
 
-def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndarray,
-                coef: np.ndarray, intercept: float, *, sublinear: bool) -> None:
+def export_onnx(
+    path: Path,
+    vocabulary: dict[tuple[int, ...], int],
+    idf: np.ndarray,
+    coef: np.ndarray,
+    intercept: float,
+    *,
+    sublinear: bool,
+) -> None:
     """Write the TF-IDF + logistic-regression graph (input ``input_ids``, output ``logits``).
 
     With plain TF, ``TfIdfVectorizer`` emits tf × idf itself and only the norm and the
@@ -82,13 +93,19 @@ def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndar
             pool.extend(gram)
             indexes.append(column)
     vectorizer_args = dict(
-        min_gram_length=1, max_gram_length=3, max_skip_count=0, ngram_counts=starts,
-        ngram_indexes=indexes, pool_int64s=pool,
+        min_gram_length=1,
+        max_gram_length=3,
+        max_skip_count=0,
+        ngram_counts=starts,
+        ngram_indexes=indexes,
+        pool_int64s=pool,
     )
     if sublinear:
         # for integer counts, 1 + log(tf) where tf > 0 (else 0) is log(max(tf, 1)) + min(tf, 1)
         nodes = [
-            helper.make_node("TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", **vectorizer_args),
+            helper.make_node(
+                "TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", **vectorizer_args
+            ),
             helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
             helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
             helper.make_node("Min", ["tf", "one"], ["present"]),
@@ -99,7 +116,11 @@ def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndar
         pool_idf = [float(idf[column]) for column in indexes]
         nodes = [
             helper.make_node(
-                "TfIdfVectorizer", ["input_ids"], ["tfidf"], mode="TFIDF", weights=pool_idf,
+                "TfIdfVectorizer",
+                ["input_ids"],
+                ["tfidf"],
+                mode="TFIDF",
+                weights=pool_idf,
                 **vectorizer_args,
             )
         ]
@@ -125,7 +146,8 @@ def export_onnx(path: Path, vocabulary: dict[tuple[int, ...], int], idf: np.ndar
     if not sublinear:  # unused constants would only make ORT warn
         initializers = [i for i in initializers if i.name not in ("one", "idf")]
     graph = helper.make_graph(
-        nodes, "qinggan_char_ngram_lr",
+        nodes,
+        "qinggan_char_ngram_lr",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
         initializers,
@@ -147,18 +169,29 @@ def check_parity(
     session = create_session(out / "model.onnx", 1)
     encoded = encoder.encode([r.text for r in rows])
     logits = np.concatenate(
-        [session.run(None, {"input_ids": encoder.pad(encoded[i : i + 64])[0]})[0]
-         for i in range(0, len(encoded), 64)]
+        [
+            session.run(None, {"input_ids": encoder.pad(encoded[i : i + 64])[0]})[0]
+            for i in range(0, len(encoded), 64)
+        ]
     )
     ours = logits[:, 1] - logits[:, 0]
     diff = float(np.abs(ours - reference).max()) if len(rows) else 0.0
     agreement = float(((ours >= 0) == (reference >= 0)).mean()) if len(rows) else 1.0
-    print(f"parity on {len(rows)} dev texts: max |logit diff| {diff:.2e}, "
-          f"label agreement {agreement:.4f}", flush=True)
+    print(
+        f"parity on {len(rows)} dev texts: max |logit diff| {diff:.2e}, "
+        f"label agreement {agreement:.4f}",
+        flush=True,
+    )
     if diff > 1e-4:
-        raise RuntimeError(f"exported n-gram model disagrees with scikit-learn (max diff {diff:.2e})")
-    return {"reference": "scikit-learn decision_function", "texts": len(rows),
-            "fp32_max_abs_logit_diff": diff, "label_agreement": agreement}
+        raise RuntimeError(
+            f"exported n-gram model disagrees with scikit-learn (max diff {diff:.2e})"
+        )
+    return {
+        "reference": "scikit-learn decision_function",
+        "texts": len(rows),
+        "fp32_max_abs_logit_diff": diff,
+        "label_agreement": agreement,
+    }
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -167,6 +200,7 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising dev negative log-likelihood (grid then golden-section)."""
+
     def nll(t: float) -> float:
         z = logits / t
         z = z - z.max(axis=1, keepdims=True)
@@ -210,8 +244,13 @@ def train(
         return [e.ids for e in tokenizer.encode_batch([r.text for r in rows])]
 
     vectorizer = TfidfVectorizer(
-        analyzer=ngrams, lowercase=False, min_df=min_df, max_features=max_features,
-        sublinear_tf=sublinear, norm="l2", dtype=np.float32,
+        analyzer=ngrams,
+        lowercase=False,
+        min_df=min_df,
+        max_features=max_features,
+        sublinear_tf=sublinear,
+        norm="l2",
+        dtype=np.float32,
     )
     x_train = vectorizer.fit_transform(encode(train_rows))
     x_dev = vectorizer.transform(encode(dev_rows))
@@ -235,8 +274,14 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.no_truncation()
     tokenizer.save(str(out / "tokenizer.json"))
-    export_onnx(out / "model.onnx", vocabulary, vectorizer.idf_, clf.coef_[0],
-                float(clf.intercept_[0]), sublinear=sublinear)
+    export_onnx(
+        out / "model.onnx",
+        vocabulary,
+        vectorizer.idf_,
+        clf.coef_[0],
+        float(clf.intercept_[0]),
+        sublinear=sublinear,
+    )
     parity = check_parity(out, max_length, dev_rows[:2000], clf.decision_function(x_dev[:2000]))
     seconds = round(time.perf_counter() - started, 1)
     return write_bundle(
@@ -256,11 +301,18 @@ def train(
         },
         training={
             "script": "python -m qinggan.train.ngram DATA_DIR OUT_DIR",
-            "seed": seed, "max_features": max_features, "min_df": min_df, "C": c_best,
+            "seed": seed,
+            "max_features": max_features,
+            "min_df": min_df,
+            "C": c_best,
             "sublinear_tf": sublinear,
-            "c_grid": list(c_grid), "train_rows": len(train_rows), "dev_rows": len(dev_rows),
-            "vocab_chars": tokenizer.get_vocab_size(), "features": len(vocabulary),
-            "dev_accuracy": round(dev_acc, 4), "seconds": seconds,
+            "c_grid": list(c_grid),
+            "train_rows": len(train_rows),
+            "dev_rows": len(dev_rows),
+            "vocab_chars": tokenizer.get_vocab_size(),
+            "features": len(vocabulary),
+            "dev_accuracy": round(dev_acc, 4),
+            "seconds": seconds,
         },
     )
 
@@ -274,8 +326,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw-tf", action="store_true", help="plain instead of sublinear TF")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
-    bundle = train(args.data_dir, args.out_dir, max_features=args.max_features,
-                   min_df=args.min_df, sublinear=not args.raw_tf, seed=args.seed)
+    bundle = train(
+        args.data_dir,
+        args.out_dir,
+        max_features=args.max_features,
+        min_df=args.min_df,
+        sublinear=not args.raw_tf,
+        seed=args.seed,
+    )
     print(json.dumps(bundle.manifest.training, indent=2))
 
 
