@@ -133,7 +133,8 @@ class ServerProcess:
         self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # ``with ServerProcess(...).start() as s`` must not start a second, leaked process
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
