@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("sklearn", reason="scikit-learn (the train extra) is not installed")
 
 import qinggan  # noqa: E402
-from qinggan.train.ngram import fit_temperature, ngrams, train  # noqa: E402
+from qinggan.train.calibration import fit_temperature  # noqa: E402
+from qinggan.train.ngram import ngrams, train  # noqa: E402
 
 POS = ["很好", "非常满意", "推荐", "干净舒服", "服务周到", "下次还来", "物超所值"]
 NEG = ["太差", "失望", "不推荐", "脏乱", "服务态度恶劣", "再也不来", "退货"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 
 from ..bundle import Bundle, write_bundle
 from ..errors import MissingExtraError
+from .calibration import fit_temperature
 from .data import Example, read_split
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -198,26 +198,6 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(((probs[:, 1] >= 0.5).astype(int) == labels).mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising dev negative log-likelihood (grid then golden-section)."""
-
-    def nll(t: float) -> float:
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-logp[np.arange(len(labels)), labels].mean())
-
-    lo, hi = 0.05, 10.0
-    phi = (math.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
-        if nll(a) < nll(b):
-            hi = b
-        else:
-            lo = a
-    return round((lo + hi) / 2, 4)
-
-
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -267,7 +247,7 @@ def train(
     assert best is not None
     dev_acc, c_best, clf = best
     z_dev = clf.decision_function(x_dev)
-    temperature = fit_temperature(np.stack([np.zeros_like(z_dev), z_dev], 1), y_dev)
+    temperature = round(fit_temperature(np.stack([np.zeros_like(z_dev), z_dev], 1), y_dev), 4)
     vocabulary = {gram: int(col) for gram, col in vectorizer.vocabulary_.items()}
 
     out = Path(out_dir)
