@@ -500,6 +500,14 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ApiError(422, "invalid_json", "the request body is not valid JSON") from None
 
 
+async def read_object(request: Request, limit: int, example: str) -> dict[str, Any]:
+    """The body as a JSON object (see :func:`read_json`); 422 naming ``example`` otherwise."""
+    payload = await read_json(request, limit)
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request", f"the body must be an object: {example}")
+    return payload
+
+
 def check_text(value: Any, where: str, limit: int) -> str:
     if value is None:
         raise ApiError(400, "invalid_text", f"'{where}' is missing")
@@ -588,11 +596,7 @@ def create_app(
     async def analyze(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            payload = await read_json(request, settings.max_body_bytes)
-            if not isinstance(payload, dict):
-                raise ApiError(
-                    422, "invalid_request", 'the body must be an object: {"text": "..."}'
-                )
+            payload = await read_object(request, settings.max_body_bytes, '{"text": "..."}')
             text = check_text(payload.get("text"), "text", limit_chars)
             timings: dict[str, float] = {}
             predictions = await service.classify([text], request, timings)
@@ -611,11 +615,7 @@ def create_app(
     async def analyze_batch(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            payload = await read_json(request, settings.max_body_bytes)
-            if not isinstance(payload, dict):
-                raise ApiError(
-                    422, "invalid_request", 'the body must be an object: {"texts": ["..."]}'
-                )
+            payload = await read_object(request, settings.max_body_bytes, '{"texts": ["..."]}')
             texts = payload.get("texts")
             if texts is None:
                 raise ApiError(400, "invalid_text", "'texts' is missing")
