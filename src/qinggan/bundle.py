@@ -147,6 +147,7 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+    members: tuple[Bundle, ...] = ()  # an ensemble's member bundles, loaded and verified
 
     @property
     def name(self) -> str:
@@ -171,10 +172,6 @@ class Bundle:
             return sha256_file(self.path / MANIFEST_NAME)
         variant = variant or self.manifest.preferred_variant
         return self.manifest.files[self.manifest.models[variant]]
-
-    def member_paths(self) -> list[Path]:
-        """Directories of an ensemble's members (empty for an ordinary bundle)."""
-        return [self.path / m["path"] for m in self.manifest.members]
 
 
 def sha256_file(path: Path) -> str:
@@ -270,9 +267,11 @@ def load_bundle(
                     f"(expected {expected[:12]}…, found {actual[:12]}…); the file is "
                     "corrupt or was modified"
                 )
-    for member in manifest.members:  # each member checks its own files
+    members = tuple(  # each member checks its own files
         load_bundle(root / member["path"], verify=verify, _member=True)
-    return Bundle(path=root, manifest=manifest)
+        for member in manifest.members
+    )
+    return Bundle(path=root, manifest=manifest, members=members)
 
 
 def write_bundle(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle
 from .engine import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
@@ -61,8 +61,7 @@ class Ensemble(Predictor):
         )
         self.threads = threads or default_threads()
         self.members: list[Classifier] = []
-        for path in bundle.member_paths():
-            member = load_bundle(path, verify=False)  # load_bundle(bundle) verified it
+        for member in bundle.members:
             if member.manifest.labels != self.labels:
                 raise BundleError(
                     f"ensemble {self.name!r}: member {member.name!r} has labels "
