@@ -132,3 +132,42 @@ def test_any_unicode_gets_a_valid_answer(clf: Classifier, texts: list[str]) -> N
         assert 0.5 <= pred.confidence <= 1.0
         assert sum(pred.scores.values()) == pytest.approx(1.0)
         assert clf(text).label == pred.label
+
+
+def _two_variant_bundle(tmp_path) -> Bundle:
+    """The tiny bundle with a second graph listed as ``int8`` (a copy of the fp32 one)."""
+    import shutil
+
+    from qinggan.bundle import write_bundle
+    from qinggan.testing import make_tiny_bundle
+
+    root = make_tiny_bundle(tmp_path / "b").path
+    shutil.copy(root / "model.onnx", root / "model.int8.onnx")
+    return write_bundle(
+        root,
+        name="tiny-two",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
+        max_length=64,
+    )
+
+
+def test_load_verifies_the_files_it_reads(tmp_path) -> None:
+    bundle = _two_variant_bundle(tmp_path)
+    with (bundle.path / "model.int8.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(qinggan.BundleError, match=r"checksum mismatch for model\.int8\.onnx"):
+        qinggan.load(bundle.path, variant="int8", threads=1)
+    # a variant that is not run is not read, so it does not block loading another one
+    assert qinggan.load(bundle.path, variant="fp32", threads=1)("很好").label == "Positive"
+    with pytest.raises(qinggan.BundleError, match="checksum mismatch"):
+        qinggan.load_bundle(bundle.path)  # full verification still covers every file
+    with pytest.raises(qinggan.BundleError, match="cannot load ONNX model"):
+        qinggan.load(bundle.path, variant="int8", threads=1, verify=False)  # ORT's own error
+
+
+def test_a_corrupt_tokenizer_is_reported_as_a_checksum_mismatch(tmp_path) -> None:
+    bundle = _two_variant_bundle(tmp_path)
+    (bundle.path / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(qinggan.BundleError, match=r"checksum mismatch for tokenizer\.json"):
+        qinggan.load(bundle.path, threads=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,29 @@ class Bundle:
             )
         return self.path / self.manifest.models[variant]
 
+    def files_for(self, variant: str | None = None) -> tuple[str, ...]:
+        """The files (relative paths) that serving ``variant`` reads: tokenizer and graph."""
+        if self.manifest.members:
+            return tuple(f"{m['path']}/{MANIFEST_NAME}" for m in self.manifest.members)
+        variant = variant or self.manifest.preferred_variant
+        self.model_path(variant)  # names the variants on a typo
+        return (self.manifest.tokenizer, self.manifest.models[variant])
+
+    def verify(self, files: Iterable[str] | None = None) -> None:
+        """Check ``files`` (default: every file the manifest lists) against their sha256."""
+        listed = self.manifest.files
+        for rel in listed if files is None else files:
+            file = self.path / rel
+            if not file.is_file():
+                raise BundleError(f"bundle {self.name!r} is missing file {rel}")
+            actual = sha256_file(file)
+            if actual != listed[rel]:
+                raise BundleError(
+                    f"bundle {self.name!r}: checksum mismatch for {rel} "
+                    f"(expected {listed[rel][:12]}…, found {actual[:12]}…); the file is "
+                    "corrupt or was modified"
+                )
+
     def sha256(self, variant: str | None = None) -> str:
         """The model's identity: its graph's sha256, or for an ensemble its manifest's."""
         if self.manifest.members:
@@ -227,7 +251,9 @@ def load_bundle(
     """Read and validate the bundle at ``path``.
 
     With ``verify`` (the default) every file listed in the manifest must exist and
-    match its sha256.
+    match its sha256. ``verify=False`` checks structure only; the engine then verifies
+    just the files of the variant it runs (:meth:`Bundle.verify`), while ONNX Runtime
+    builds the session.
     """
     root = Path(path)
     if not root.is_dir():
@@ -255,23 +281,14 @@ def load_bundle(
     for rel in needed:
         if not (root / rel).is_file():
             raise BundleError(f"bundle {manifest.name!r} is missing file {rel}")
-    if verify:
-        for rel, expected in manifest.files.items():
-            file = root / rel
-            if not file.is_file():
-                raise BundleError(f"bundle {manifest.name!r} is missing file {rel}")
-            actual = sha256_file(file)
-            if actual != expected:
-                raise BundleError(
-                    f"bundle {manifest.name!r}: checksum mismatch for {rel} "
-                    f"(expected {expected[:12]}…, found {actual[:12]}…); the file is "
-                    "corrupt or was modified"
-                )
     members = tuple(  # each member checks its own files
         load_bundle(root / member["path"], verify=verify, _member=True)
         for member in manifest.members
     )
-    return Bundle(path=root, manifest=manifest, members=members)
+    bundle = Bundle(path=root, manifest=manifest, members=members)
+    if verify:
+        bundle.verify()
+    return bundle
 
 
 def write_bundle(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,7 @@ class Classifier(Predictor):
         truncate: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        verify: bool = False,
     ) -> None:
         super().__init__(
             bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
@@ -208,8 +210,21 @@ class Classifier(Predictor):
         manifest = bundle.manifest
         self.variant = variant or manifest.preferred_variant
         self.threads = threads or default_threads()
-        self.encoder = TextEncoder(bundle.tokenizer_path, manifest.max_length, manifest.text_prefix)
-        self.session = create_session(bundle.model_path(self.variant), self.threads)
+        # With ``verify``, the files this variant reads are hashed in a thread while the
+        # tokenizer and the session load (hashlib and ONNX Runtime both release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            check = pool.submit(bundle.verify, bundle.files_for(self.variant)) if verify else None
+            try:
+                self.encoder = TextEncoder(
+                    bundle.tokenizer_path, manifest.max_length, manifest.text_prefix
+                )
+                self.session = create_session(bundle.model_path(self.variant), self.threads)
+            except Exception:
+                if check is not None:
+                    check.result()  # a checksum mismatch explains a broken file best
+                raise
+            if check is not None:
+                check.result()
         self._input_names = self._check_graph()
         self._temperature = float(manifest.temperature)
         self.predict(["warm-up 预热"])  # fails early on a graph/label mismatch
@@ -272,9 +287,10 @@ def load(
     ``model`` is a bundle directory or a built-in name (``fast``/``accurate``); ``None``
     picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
     over-long texts raise :class:`~qinggan.errors.TextTooLongError` instead of being cut
-    to the model's ``max_length`` tokens.
+    to the model's ``max_length`` tokens. ``verify`` checks the sha256 of every file the
+    chosen variant reads (not the variants it leaves unused).
     """
-    bundle = load_bundle(resolve_model(model), verify=verify)
+    bundle = load_bundle(resolve_model(model), verify=False)  # files: checked below
     kind: type[Classifier] | type[Ensemble] = Classifier
     if bundle.manifest.members:
         from .ensemble import Ensemble
@@ -287,4 +303,5 @@ def load(
         truncate=truncate,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
+        verify=verify,
     )

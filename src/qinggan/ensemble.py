@@ -55,10 +55,13 @@ class Ensemble(Predictor):
         truncate: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        verify: bool = False,
     ) -> None:
         super().__init__(
             bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
         )
+        if verify:
+            bundle.verify(bundle.files_for())
         self.threads = threads or default_threads()
         self.members: list[Classifier] = []
         for member in bundle.members:
@@ -75,6 +78,7 @@ class Ensemble(Predictor):
                     truncate=truncate,
                     batch_size=batch_size,
                     max_batch_tokens=max_batch_tokens,
+                    verify=verify,
                 )
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
