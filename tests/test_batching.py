@@ -21,6 +21,7 @@ from qinggan.batching import (
     EngineUnavailable,
     InferenceFailed,
     QueueFull,
+    measure_batch_overhead,
     split_for_padding,
 )
 from qinggan.engine import Prediction
@@ -313,3 +314,29 @@ def test_batcher_gives_a_long_text_its_own_batch_when_calls_are_cheap() -> None:
         return model
 
     assert run(scenario()).batches[1:] == [[2, 2, 3], [40]]
+
+
+class ClockedModel(FakeModel):
+    """Each call costs ``fixed + per_token * tokens`` seconds on a fake clock."""
+
+    def __init__(self, fixed: float, per_token: float) -> None:
+        super().__init__()
+        self.fixed, self.per_token, self.now = fixed, per_token, 0.0
+
+    def infer(self, batch: Sequence[Encoded]) -> list[int]:
+        self.now += self.fixed + self.per_token * sum(len(e) for e in batch)
+        return super().infer(batch)
+
+
+@pytest.mark.parametrize(
+    ("fixed", "per_token", "calls"),
+    [(1e-3, 1e-5, 12), (0.05, 1e-3, 6)],  # cheap calls: 1 + 5 per shape; costly: 1 + 2
+)
+def test_batch_overhead_is_fitted_within_a_time_budget(
+    fixed: float, per_token: float, calls: int
+) -> None:
+    model = ClockedModel(fixed, per_token)
+    clock = lambda: model.now  # noqa: E731
+    tokens = measure_batch_overhead(model, overhead_s=0.0, clock=clock)  # type: ignore[arg-type]
+    assert tokens == pytest.approx(fixed / per_token)
+    assert len(model.batches) == calls

@@ -329,7 +329,9 @@ def test_sigterm_under_load_answers_every_accepted_request(
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
             calls = [client.post("/analyze", json={"text": t}) for t in texts]
             tasks = [asyncio.ensure_future(c) for c in calls]
-            await asyncio.sleep(0.3)  # all sent; the server needs ~0.4 s to answer them
+            # SIGTERM once the first answer is back: the server needs ~0.4 s for all 40,
+            # so most are still in flight (a fixed sleep failed on a loaded machine)
+            await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             srv.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -109,23 +109,29 @@ def split_for_padding(lengths: Sequence[int], overhead_tokens: float) -> list[tu
     return runs[::-1]
 
 
-def measure_batch_overhead(model: InferenceModel, overhead_s: float = 1e-4) -> float:
+def measure_batch_overhead(
+    model: InferenceModel,
+    overhead_s: float = 1e-4,
+    budget_s: float = 0.1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """The fixed cost of one model call, in tokens of work (``inf`` if tokens are ~free).
 
-    Times one short and one ~128-token text (best of five each, after a warm-up call) and fits
-    ``time = fixed + per_token * tokens``; ``overhead_s`` adds the batcher's own cost per
-    call (thread hand-off, padding, results).
+    Times one short and one ~128-token text (after a warm-up call, the best of up to five
+    calls each, fewer once ``budget_s`` is spent, so a large model does not delay start-up)
+    and fits ``time = fixed + per_token * tokens``; ``overhead_s`` adds the batcher's own
+    cost per call (thread hand-off, padding, results).
     """
     short = model.tokenize(["好"])
     medium = model.tokenize(["好" * 126])
 
     def best_time(batch: list[Encoded]) -> float:
         model.infer(batch)  # untimed: the first call with a new shape allocates
-        times = []
-        for _ in range(5):
-            begin = time.perf_counter()
+        times: list[float] = []
+        while len(times) < 5 and (len(times) < 2 or sum(times) < budget_s):
+            begin = clock()
             model.infer(batch)
-            times.append(time.perf_counter() - begin)
+            times.append(clock() - begin)
         return min(times)
 
     t_short, t_medium = best_time(short), best_time(medium)

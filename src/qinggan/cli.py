@@ -390,7 +390,6 @@ def serve(
 
     Every option is also an env var QINGGAN_<OPTION> (e.g. QINGGAN_MAX_QUEUE); flags win.
     """
-    from .server import run
     from .settings import Settings
 
     settings = Settings.resolve(
@@ -404,7 +403,17 @@ def serve(
             "cors_origins": cors_origins, "log_level": log_level, "access_log": access_log,
         }  # fmt: skip
     )
-    run(settings)
+    # The model loads (ONNX Runtime releases the GIL) while the web stack imports.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import engine  # noqa: F401  (imported here, not inside the thread)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(settings.load_model)
+        from .server import run
+
+        classifier = loading.result()
+    run(settings, classifier)
 
 
 def main() -> None:

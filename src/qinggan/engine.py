@@ -133,7 +133,7 @@ class Predictor:
         return self.bundle.name
 
     def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
-        """Tokenise texts; raises :class:`TextTooLongError` if truncation is off and one is too long."""
+        """Tokenise texts; :class:`TextTooLongError` if truncation is off and one is too long."""
         raise NotImplementedError
 
     def infer(self, batch: Sequence[Any]) -> np.ndarray:
@@ -191,7 +191,7 @@ class Predictor:
 
 
 class Classifier(Predictor):
-    """A bundle's tokenizer and one ONNX Runtime session. Thread-safe: sessions may run concurrently."""
+    """A bundle's tokenizer and one ONNX Runtime session; thread-safe (sessions run concurrently)."""
 
     def __init__(
         self,

@@ -337,16 +337,7 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         if self.model is None:
-            from .engine import load
-
-            self.model = await asyncio.to_thread(
-                load,
-                s.model,
-                variant=s.variant,
-                threads=s.threads,
-                batch_size=s.max_batch_size,
-                max_batch_tokens=s.max_batch_tokens,
-            )
+            self.model = await asyncio.to_thread(s.load_model)
         self.batch_overhead_tokens = await asyncio.to_thread(measure_batch_overhead, self.model)
         if math.isfinite(self.batch_overhead_tokens):
             log.info("one model call costs as much as %.0f tokens", self.batch_overhead_tokens)
@@ -791,27 +782,21 @@ def log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, classifier: Any = None) -> None:
     """Load the model (errors surface before binding), then serve until SIGTERM/SIGINT.
 
-    uvicorn drains open requests on a signal; the lifespan then drains the batcher.
-    A signal-initiated shutdown exits with status 0.
+    ``classifier``: one already loaded from ``settings`` (the CLI loads it while this
+    module imports). uvicorn drains open requests on a signal; the lifespan then drains
+    the batcher. A signal-initiated shutdown exits with status 0.
     """
     import logging.config
 
     import uvicorn
 
-    from .engine import load
-
     logging.config.dictConfig(log_config(settings.log_level))
     log.info("settings: %s", settings.redacted())
-    classifier = load(
-        settings.model,
-        variant=settings.variant,
-        threads=settings.threads,
-        batch_size=settings.max_batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
-    )
+    if classifier is None:
+        classifier = settings.load_model()
     app = create_app(settings, classifier)
     config = uvicorn.Config(
         app,

@@ -104,6 +104,18 @@ class Settings:
                 values[f.name] = _cast(hints[f.name], raw.strip(), env_name(f.name))
         return cls(**values)
 
+    def load_model(self) -> Any:
+        """The classifier these settings describe (model, variant, threads, batch limits)."""
+        from .engine import load
+
+        return load(
+            self.model,
+            variant=self.variant,
+            threads=self.threads,
+            batch_size=self.max_batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+
     def redacted(self) -> dict[str, Any]:
         """All options as a dict, safe to log: the API key is replaced by ``***``."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
