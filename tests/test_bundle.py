@@ -168,39 +168,66 @@ def test_wrong_input_names(tmp_path: Path) -> None:
     for node in model.graph.node:
         node.input[:] = ["ids" if n == "input_ids" else n for n in node.input]
     onnx.save(model, str(root / "model.onnx"))
-    write_bundle(root, name="renamed", labels=["Negative", "Positive"],
-                 models={"fp32": "model.onnx"}, max_length=64)
-    with pytest.raises(BundleError, match=r"model inputs \['ids', 'attention_mask'\] are not supported"):
+    write_bundle(
+        root,
+        name="renamed",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx"},
+        max_length=64,
+    )
+    with pytest.raises(
+        BundleError, match=r"model inputs \['ids', 'attention_mask'\] are not supported"
+    ):
         qinggan.load(root)
 
 
 def test_corrupt_onnx(bundle_dir: Path) -> None:
     (bundle_dir / "model.onnx").write_bytes(b"this is not a protobuf")
-    write_bundle(bundle_dir, name="corrupt", labels=["Negative", "Positive"],
-                 models={"fp32": "model.onnx"}, max_length=64)
+    write_bundle(
+        bundle_dir,
+        name="corrupt",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx"},
+        max_length=64,
+    )
     with pytest.raises(BundleError, match="cannot load ONNX model"):
         qinggan.load(bundle_dir)
 
 
 def test_corrupt_tokenizer(bundle_dir: Path) -> None:
     (bundle_dir / "tokenizer.json").write_text("{}", encoding="utf-8")
-    write_bundle(bundle_dir, name="corrupt", labels=["Negative", "Positive"],
-                 models={"fp32": "model.onnx"}, max_length=64)
+    write_bundle(
+        bundle_dir,
+        name="corrupt",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx"},
+        max_length=64,
+    )
     with pytest.raises(BundleError, match="cannot read tokenizer"):
         qinggan.load(bundle_dir)
 
 
 def test_write_bundle_requires_files(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="does not exist"):
-        write_bundle(tmp_path, name="x", labels=["Negative", "Positive"],
-                     models={"fp32": "model.onnx"}, max_length=8)
+        write_bundle(
+            tmp_path,
+            name="x",
+            labels=["Negative", "Positive"],
+            models={"fp32": "model.onnx"},
+            max_length=8,
+        )
 
 
 def test_int8_preferred_when_present(tmp_path: Path) -> None:
     root = make_tiny_bundle(tmp_path / "b").path
     shutil.copy(root / "model.onnx", root / "model.int8.onnx")
-    bundle = write_bundle(root, name="two", labels=["Negative", "Positive"],
-                          models={"fp32": "model.onnx", "int8": "model.int8.onnx"}, max_length=64)
+    bundle = write_bundle(
+        root,
+        name="two",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
+        max_length=64,
+    )
     assert bundle.manifest.preferred_variant == "int8"
     assert qinggan.load(root).variant == "int8"
     assert qinggan.load(root, variant="fp32").variant == "fp32"
@@ -209,14 +236,18 @@ def test_int8_preferred_when_present(tmp_path: Path) -> None:
 
 
 def test_manifest_roundtrip() -> None:
-    m = Manifest(name="m", labels=("Negative", "Positive"), display_labels=("负面", "正面"),
-                 max_length=16, models={"fp32": "a.onnx"}, files={"a.onnx": "0" * 64})
+    m = Manifest(
+        name="m",
+        labels=("Negative", "Positive"),
+        display_labels=("负面", "正面"),
+        max_length=16,
+        models={"fp32": "a.onnx"},
+        files={"a.onnx": "0" * 64},
+    )
     assert Manifest.from_dict(json.loads(m.to_json())) == m
 
 
-def test_resolve_model_by_path_and_env(
-    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_model_by_path_and_env(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model(bundle_dir) == bundle_dir
     monkeypatch.setenv("QINGGAN_MODEL", str(bundle_dir))
     assert resolve_model(None) == bundle_dir

@@ -16,13 +16,18 @@ from qinggan.bundle import Bundle
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, "-m", "qinggan.cli", *args],
-        input=stdin, capture_output=True, text=True, timeout=120,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
 
 def test_predict_texts(tiny_bundle: Bundle) -> None:
-    res = run_cli("predict", "-m", str(tiny_bundle.path), "这家酒店服务很好，下次还来", "太差了，非常失望")
+    res = run_cli(
+        "predict", "-m", str(tiny_bundle.path), "这家酒店服务很好，下次还来", "太差了，非常失望"
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("Positive\t") and lines[0].endswith("这家酒店服务很好，下次还来")
@@ -94,5 +99,7 @@ def test_serving_commands_do_not_import_torch(tiny_bundle: Bundle, argv: list[st
         f"sys.argv = ['qinggan', *{argv!r}]\n"
         "runpy.run_module('qinggan.cli', run_name='__main__')\n"
     )
-    res = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr

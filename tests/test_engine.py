@@ -69,8 +69,14 @@ def test_temperature_softens_confidence(tiny_bundle: Bundle, tmp_path) -> None:
 
     root = tmp_path / "hot"
     shutil.copytree(tiny_bundle.path, root)
-    write_bundle(root, name="hot", labels=["Negative", "Positive"],
-                 models={"fp32": "model.onnx"}, max_length=64, temperature=4.0)
+    write_bundle(
+        root,
+        name="hot",
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx"},
+        max_length=64,
+        temperature=4.0,
+    )
     cold, hot = qinggan.load(tiny_bundle.path)("很好"), qinggan.load(root)("很好")
     assert hot.label == cold.label
     assert 0.5 < hot.confidence < cold.confidence

@@ -1,4 +1,4 @@
-"""Ensemble bundles: members' probabilities averaged, validated like any bundle, served as one model."""
+"""Ensemble bundles: members' probabilities averaged, validated like any bundle, served as one."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def test_probabilities_are_the_weighted_average(ensemble_dir: Path) -> None:
     ens = qinggan.load(ensemble_dir)
     assert isinstance(ens, Ensemble)
     a, b = qinggan.load(ensemble_dir / "a"), qinggan.load(ensemble_dir / "b")
-    for text, pred, pa, pb in zip(TEXTS, ens.predict(TEXTS), a.predict(TEXTS), b.predict(TEXTS)):
+    for text, pred, pa, pb in zip(
+        TEXTS, ens.predict(TEXTS), a.predict(TEXTS), b.predict(TEXTS), strict=True
+    ):
         expected = 0.75 * pa.scores["Positive"] + 0.25 * pb.scores["Positive"]
         assert pred.scores["Positive"] == pytest.approx(expected), text
         assert pred.truncated == (pa.truncated or pb.truncated)
@@ -55,7 +57,7 @@ def test_probabilities_are_the_weighted_average(ensemble_dir: Path) -> None:
 def test_temperature_rescales_the_average(tmp_path: Path) -> None:
     plain = qinggan.load(make_ensemble(tmp_path / "plain").path)
     soft = qinggan.load(make_ensemble(tmp_path / "soft", temperature=2.0).path)
-    for p, q in zip(plain.predict(TEXTS[:2]), soft.predict(TEXTS[:2])):
+    for p, q in zip(plain.predict(TEXTS[:2]), soft.predict(TEXTS[:2]), strict=True):
         assert p.label == q.label
         odds = p.scores["Positive"] / p.scores["Negative"]
         assert q.scores["Positive"] / q.scores["Negative"] == pytest.approx(odds**0.5)

@@ -7,9 +7,21 @@ import sys
 
 from qinggan.bundle import Bundle
 
-SERVING_MODULES = ["qinggan", "qinggan.engine", "qinggan.bundle", "qinggan.tokenization", "qinggan.cli"]
-OPTIONAL_SERVING = ["qinggan.server", "qinggan.batching", "qinggan.settings", "qinggan.metrics",
-                    "qinggan.files", "qinggan.evaluate"]
+SERVING_MODULES = [
+    "qinggan",
+    "qinggan.engine",
+    "qinggan.bundle",
+    "qinggan.tokenization",
+    "qinggan.cli",
+]
+OPTIONAL_SERVING = [
+    "qinggan.server",
+    "qinggan.batching",
+    "qinggan.settings",
+    "qinggan.metrics",
+    "qinggan.files",
+    "qinggan.evaluate",
+]
 
 
 def test_import_and_predict_without_torch(tiny_bundle: Bundle) -> None:

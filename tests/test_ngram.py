@@ -1,4 +1,4 @@
-"""The char n-gram model: the exported ONNX graph matches scikit-learn and serves through the engine."""
+"""The char n-gram model: its ONNX graph matches scikit-learn and serves through the engine."""
 
 from __future__ import annotations
 

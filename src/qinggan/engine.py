@@ -191,7 +191,7 @@ class Predictor:
 
 
 class Classifier(Predictor):
-    """A bundle's tokenizer and one ONNX Runtime session; thread-safe (sessions run concurrently)."""
+    """A bundle's tokenizer and one ONNX Runtime session (thread-safe)."""
 
     def __init__(
         self,

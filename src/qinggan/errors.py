@@ -32,7 +32,5 @@ class MissingExtraError(QingganError):
     """An optional feature needs an extra that is not installed."""
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
-        super().__init__(
-            f"{feature} needs the '{module}' package: pip install 'qinggan[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the '{module}' package: pip install 'qinggan[{extra}]'")
         self.extra = extra

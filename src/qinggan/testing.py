@@ -76,7 +76,9 @@ def write_tiny_onnx(path: Path, weights: np.ndarray, *, with_token_types: bool =
     ]
     if with_token_types:
         inputs.append(
-            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "sequence"])
+            helper.make_tensor_value_info(
+                "token_type_ids", TensorProto.INT64, ["batch", "sequence"]
+            )
         )
     nodes = [
         helper.make_node("Gather", ["embedding", "input_ids"], ["tok"]),

@@ -74,7 +74,7 @@ class TextEncoder:
             self._tokenizer.enable_truncation(max_length=self.max_length)
 
     def pad(self, batch: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
-        """Stack ``batch`` into ``input_ids`` and ``attention_mask`` padded to its longest member."""
+        """Stack ``batch`` into ``input_ids`` and ``attention_mask``, padded to its longest."""
         width = max(1, max(len(e.ids) for e in batch))  # a text may encode to nothing
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
