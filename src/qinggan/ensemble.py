@@ -94,12 +94,8 @@ class Ensemble(Predictor):
         ]
 
     def infer(self, batch: Sequence[EnsembleEncoded]) -> np.ndarray:
-        total = np.zeros((len(batch), len(self.labels)))
-        for i, (member, weight) in enumerate(zip(self.members, self.weights, strict=True)):
-            total += weight * member.infer([e.parts[i] for e in batch])
-        if self._temperature == 1.0:
-            return total
-        return softmax(np.log(np.clip(total, 1e-12, 1.0)) / self._temperature)
+        probs = [m.infer([e.parts[i] for e in batch]) for i, m in enumerate(self.members)]
+        return sharpen(mix(probs, self.weights), self._temperature)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -108,3 +104,19 @@ class Ensemble(Predictor):
             for m, w in zip(self.members, self.weights, strict=True)
         ]
         return info
+
+
+def mix(member_probs: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """The weighted average of members' probabilities (weights normalised to sum to 1)."""
+    weights = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    total = np.zeros_like(np.asarray(member_probs[0], dtype=np.float64))
+    for probs, weight in zip(member_probs, weights, strict=True):
+        total += weight * probs
+    return total
+
+
+def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Divide the log-probabilities by ``temperature`` and renormalise (1.0: unchanged)."""
+    if temperature == 1.0:
+        return probs
+    return softmax(np.log(np.clip(probs, 1e-12, 1.0)) / temperature)

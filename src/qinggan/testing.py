@@ -105,14 +105,16 @@ def write_tiny_onnx(path: Path, weights: np.ndarray, *, with_token_types: bool =
 
 
 def make_tiny_bundle(
-    out_dir: str | Path, *, max_length: int = 64, with_token_types: bool = False
+    out_dir: str | Path, *, max_length: int = 64, with_token_types: bool = False, seed: int = 0
 ) -> Bundle:
     """Write the tiny bundle into ``out_dir`` (created if needed) and return it."""
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
     write_tiny_tokenizer(root / "tokenizer.json", vocab)
-    write_tiny_onnx(root / "model.onnx", tiny_weights(vocab), with_token_types=with_token_types)
+    write_tiny_onnx(
+        root / "model.onnx", tiny_weights(vocab, seed), with_token_types=with_token_types
+    )
     return write_bundle(
         root,
         name="tiny-test",

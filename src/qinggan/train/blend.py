@@ -1,0 +1,159 @@
+"""Blend bundles into an ensemble bundle, with member weights and temperature chosen on dev.
+
+``python -m qinggan.train.blend OUT DATA_DIR MEMBER [MEMBER ...]`` scores every
+``*/dev.csv.gz`` text with each member bundle (once), tries every weighting on a grid
+(``--step``, default 0.05), keeps the one with the best dev accuracy (ties: lower
+log-loss), fits the ensemble temperature on the averaged log-probabilities and writes
+``OUT/qinggan.json`` listing the members by path relative to ``OUT`` and checksum (a
+member the sweep gives no weight is left out). The weights, the temperature and the sweep are recorded in the manifest's ``training`` field.
+No torch needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, load_bundle, write_bundle
+from ..engine import load
+from ..ensemble import mix, sharpen
+from ..errors import QingganError
+from .calibration import fit_temperature
+from .data import read_split
+
+
+@dataclass(frozen=True)
+class Blend:
+    weights: tuple[float, ...]
+    temperature: float
+    dev_accuracy: float
+    dev_nll: float
+    sweep: list[dict[str, Any]]
+
+
+def weight_grid(members: int, step: float) -> list[tuple[float, ...]]:
+    """Every weighting of ``members`` on a grid of ``step`` that sums to 1."""
+    if members < 1 or not 0 < step <= 1:
+        raise QingganError("need at least one member and 0 < step <= 1")
+    units = round(1 / step)
+    grid = []
+    for head in itertools.product(range(units + 1), repeat=members - 1):
+        rest = units - sum(head)
+        if rest >= 0:
+            grid.append(tuple(round(u / units, 6) for u in (*head, rest)))
+    return grid
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
+
+
+def choose_blend(member_probs: Sequence[np.ndarray], labels: np.ndarray, step: float) -> Blend:
+    """The best dev weighting of ``member_probs`` (each ``[n, classes]``) and its temperature."""
+    labels = np.asarray(labels)
+    sweep = []
+    for weights in weight_grid(len(member_probs), step):
+        probs = mix(member_probs, np.array(weights))
+        accuracy = float((probs.argmax(axis=1) == labels).mean())
+        sweep.append(
+            {"weights": list(weights), "accuracy": round(accuracy, 5), "nll": _nll(probs, labels)}
+        )
+    # best accuracy, then lowest log-loss, then the most even weights
+    best = max(
+        sweep, key=lambda row: (row["accuracy"], -round(row["nll"], 9), -max(row["weights"]))
+    )
+    weights = tuple(best["weights"])
+    log_mix = np.log(np.clip(mix(member_probs, np.array(weights)), 1e-12, 1.0))
+    temperature = fit_temperature(log_mix, labels)
+    calibrated = sharpen(mix(member_probs, np.array(weights)), temperature)
+    for row in sweep:
+        row["nll"] = round(row["nll"], 5)
+    return Blend(
+        weights=weights,
+        temperature=round(temperature, 4),
+        dev_accuracy=best["accuracy"],
+        dev_nll=round(_nll(calibrated, labels), 5),
+        sweep=sweep,
+    )
+
+
+def blend(
+    out_dir: Path,
+    data_dir: Path,
+    members: Sequence[Path],
+    *,
+    name: str,
+    step: float = 0.05,
+    threads: int | None = None,
+) -> Blend:
+    """Score dev with each member, choose the blend and write the ensemble bundle."""
+    bundles: list[Bundle] = [load_bundle(m) for m in members]
+    labels_seen = {b.manifest.labels for b in bundles}
+    if len(labels_seen) != 1:
+        raise QingganError(f"members disagree on labels: {sorted(labels_seen)}")
+    labels = list(bundles[0].manifest.labels)
+    dev = read_split(data_dir, "dev")
+    texts = [e.text for e in dev]
+    y = np.array([e.label for e in dev])
+    member_probs = []
+    for bundle in bundles:
+        clf = load(bundle.path, threads=threads)
+        predictions = clf.predict(texts)
+        member_probs.append(np.array([[p.scores[label] for label in labels] for p in predictions]))
+    chosen = choose_blend(member_probs, y, step)
+    kept = [(b, w) for b, w in zip(bundles, chosen.weights, strict=True) if w > 0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bundle(
+        out_dir,
+        name=name,
+        labels=labels,
+        models={},
+        max_length=max(b.manifest.max_length for b in bundles),
+        members=[  # a member the sweep gave no weight is left out
+            {"path": Path(os.path.relpath(b.path, out_dir)).as_posix(), "weight": w}
+            for b, w in kept
+        ],
+        temperature=chosen.temperature,
+        training={
+            "blend": {
+                "command": "python -m qinggan.train.blend",
+                "dev_texts": len(texts),
+                "step": step,
+                "members": [b.name for b in bundles],
+                "weights": list(chosen.weights),
+                "temperature": chosen.temperature,
+                "dev_accuracy": chosen.dev_accuracy,
+                "dev_nll_calibrated": chosen.dev_nll,
+                "sweep": chosen.sweep,
+            }
+        },
+    )
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("members", type=Path, nargs="+")
+    parser.add_argument("--name", default="qinggan-ensemble")
+    parser.add_argument("--step", type=float, default=0.05)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    chosen = blend(
+        args.out, args.data_dir, args.members, name=args.name, step=args.step, threads=args.threads
+    )
+    summary = {k: v for k, v in chosen.__dict__.items() if k != "sweep"}
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Blending bundles into an ensemble: the weight grid, the dev choice, the written bundle."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qinggan
+from qinggan.ensemble import mix, sharpen
+from qinggan.errors import QingganError
+from qinggan.testing import make_tiny_bundle
+from qinggan.train.blend import blend, choose_blend, weight_grid
+
+
+def test_weight_grid_covers_the_simplex() -> None:
+    assert weight_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    grid = weight_grid(3, 0.25)
+    assert len(grid) == 15  # C(4 + 2, 2)
+    assert all(sum(w) == pytest.approx(1.0) and min(w) >= 0 for w in grid)
+    with pytest.raises(QingganError):
+        weight_grid(2, 0)
+
+
+def test_choose_blend_finds_the_complementary_mix() -> None:
+    # a: confidently right on the first half, barely wrong on the second; b: the mirror
+    labels = np.array([1] * 50 + [0] * 50)
+    a = np.array([[0.1, 0.9]] * 50 + [[0.4, 0.6]] * 50)  # [P(Negative), P(Positive)]
+    b = np.array([[0.6, 0.4]] * 50 + [[0.9, 0.1]] * 50)
+    chosen = choose_blend([a, b], labels, step=0.1)
+    assert chosen.dev_accuracy == 1.0
+    assert 0 < chosen.weights[0] < 1  # neither member alone is perfect
+    assert len(chosen.sweep) == 11 and chosen.temperature > 0
+    single = [row["accuracy"] for row in chosen.sweep if 1.0 in row["weights"]]
+    assert max(single) < 1.0
+
+
+def _write_dev(root: Path) -> None:
+    rows = [("真好，很棒", 1), ("太差了", 0), ("喜欢", 1), ("失望，烂", 0), ("好", 1), ("差", 0)]
+    for source in ("alpha", "beta"):
+        (root / source).mkdir(parents=True)
+        with gzip.open(root / source / "dev.csv.gz", "wt", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+
+
+def test_blend_writes_a_loadable_ensemble(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write_dev(data)
+    a = make_tiny_bundle(tmp_path / "models" / "a")
+    b = make_tiny_bundle(tmp_path / "models" / "b", max_length=32, seed=1)
+    out = tmp_path / "models" / "blend"
+    chosen = blend(out, data, [a.path, b.path], name="tiny-blend", step=0.25, threads=1)
+    manifest = qinggan.load_bundle(out).manifest
+    kept = [(p, w) for p, w in zip(("../a", "../b"), chosen.weights, strict=True) if w > 0]
+    assert [(m["path"], m["weight"]) for m in manifest.members] == kept  # weight 0: left out
+    assert manifest.temperature == chosen.temperature
+    assert manifest.training["blend"]["dev_texts"] == 12
+    ens = qinggan.load(out, threads=1)
+    texts = ["真好", "太差了"]
+    members = [qinggan.load(out / path, threads=1) for path, _ in kept]
+    probs = [np.array([[p.scores["Negative"], p.scores["Positive"]] for p in m.predict(texts)])
+             for m in members]  # fmt: skip
+    expected = sharpen(mix(probs, np.array([w for _, w in kept])), chosen.temperature)
+    got = np.array([[p.scores["Negative"], p.scores["Positive"]] for p in ens.predict(texts)])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert [p.label for p in ens.predict(texts)] == ["Positive", "Negative"]
