@@ -296,8 +296,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--systems",
-        default="original,qinggan-fp32,qinggan-int8,qinggan-fast",
-        help="comma-separated subset of original, qinggan-fp32, qinggan-int8, qinggan-fast",
+        default="original,qinggan-fp32,qinggan-int8,qinggan-fast,qinggan-accurate",
+        help="comma-separated subset of original, qinggan-fp32, qinggan-int8, qinggan-fast, "
+        "qinggan-accurate (the last two: built-in models)",
     )
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--shape", choices=("base", "small"), default="base")
@@ -405,14 +406,17 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
                     name, str(prepared.bundle_dir), port, variant=variant, options=options
                 )
             )
-        elif name == "qinggan-fast":
+        elif name in ("qinggan-fast", "qinggan-accurate"):
             from qinggan.bundle import builtin_models
 
-            if "fast" not in builtin_models():
-                provenance["qinggan-fast"] = "n/a: no built-in 'fast' model in src/qinggan/models/"
-                log("qinggan-fast: n/a (no built-in 'fast' model yet)")
+            builtin = name.split("-", 1)[1]
+            if builtin not in builtin_models():
+                provenance[name] = f"n/a: no built-in {builtin!r} model in src/qinggan/models/"
+                log(f"{name}: n/a (no built-in {builtin!r} model)")
                 continue
-            chosen.append(systems.qinggan_system(name, "fast", port, variant=None, options=options))
+            chosen.append(
+                systems.qinggan_system(name, builtin, port, variant=None, options=options)
+            )
         else:
             raise SystemExit(f"error: unknown system {name!r}")
         if (args.tuned_opt or args.tuned_env) and name in args.tuned_systems.split(","):
