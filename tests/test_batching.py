@@ -153,7 +153,7 @@ def test_after_a_busy_window_a_lone_request_waits_for_company() -> None:
     run(scenario())
 
 
-def test_window_is_sorted_by_length_and_cut_under_both_budgets() -> None:
+def test_oldest_text_runs_first_with_texts_of_similar_length_under_both_budgets() -> None:
     lengths = [9, 1, 7, 3, 8, 2, 6, 4, 5, 10, 1, 9]
 
     async def scenario() -> FakeModel:
@@ -168,14 +168,20 @@ def test_window_is_sorted_by_length_and_cut_under_both_budgets() -> None:
         await batcher.close()
         return model
 
-    model = run(scenario())
-    window = model.batches[1:]  # everything queued while the worker was held
-    flat = [n for batch in window for n in batch]
-    assert flat == sorted(lengths)
-    assert len(window) > 1
-    for batch in window:
+    batches = run(scenario()).batches[1:]  # everything queued while the worker was held
+    waiting = list(lengths)  # in arrival order
+    assert len(batches) > 1
+    for batch in batches:
         assert len(batch) <= 4
         assert len(batch) == 1 or len(batch) * max(batch) <= 24
+        assert batch == sorted(batch)
+        assert waiting[0] in batch  # the oldest text still waiting is in the next batch
+        by_length = sorted(waiting)
+        start = by_length.index(batch[0])
+        assert by_length[start : start + len(batch)] == batch  # a run of neighbours in length
+        for n in batch:
+            waiting.remove(n)
+    assert waiting == []
 
 
 def test_cancelled_and_expired_requests_are_dropped_before_inference() -> None:
@@ -313,7 +319,7 @@ def test_batcher_gives_a_long_text_its_own_batch_when_calls_are_cheap() -> None:
         await batcher.close()
         return model
 
-    assert run(scenario()).batches[1:] == [[2, 2, 3], [40]]
+    assert run(scenario()).batches[1:] == [[40], [2, 2, 3]]  # the oldest (40) first
 
 
 class ClockedModel(FakeModel):

@@ -1,11 +1,12 @@
 """Dynamic micro-batching: many concurrent requests, few model calls.
 
 Requests arrive already tokenised and are queued text by text. One scheduler task on
-the event loop pops a window of queued texts, sorts it by token length and cuts it into
-batches with :func:`qinggan.engine.plan_batches` (at most ``max_batch_size`` texts and
-``max_batch_tokens`` padded tokens each). Each batch runs on a single worker thread
-(``Classifier.infer`` + ``to_predictions``), so the event loop stays free to accept,
-tokenise and answer other requests meanwhile.
+the event loop looks at a window of queued texts, sorts it by token length and cuts it
+into batches with :func:`qinggan.engine.plan_batches` (at most ``max_batch_size`` texts
+and ``max_batch_tokens`` padded tokens each); the batch holding the oldest text runs next
+and the rest go back to the queue (first come, first served). Each batch runs on a
+single worker thread (``Classifier.infer`` + ``to_predictions``), so the event loop stays
+free to accept, tokenise and answer other requests meanwhile.
 
 Latency rules:
 
@@ -328,11 +329,14 @@ class Batcher:
                 await self._sleep(until, want=self.max_batch_size)
             take = min(len(queue), self.window_size)
             window = [queue.popleft() for _ in range(take)]
-            self.metrics.queue_depth.set(len(queue))
             self._last_window_jobs = 1 + sum(
                 window[i][0] is not window[i - 1][0] for i in range(1, take)
             )
-            await self._process(window)
+            batch, rest = self._next_batch(window)
+            queue.extendleft(reversed(rest))  # back at the front, in arrival order
+            self.metrics.queue_depth.set(len(queue))
+            if batch:
+                await self._run_batch(batch)
             self._last_done = loop.time()
 
     def _should_wait(self, queue: deque[_Item], now: float) -> bool:
@@ -351,23 +355,33 @@ class Batcher:
         quiet = self._last_window_jobs <= 1 or now - self._last_done >= self.max_wait
         return not (lone and quiet)
 
-    async def _process(self, window: list[_Item]) -> None:
-        """Sort ``window`` by length, cut it into batches and run them one after another.
+    def _next_batch(self, window: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """The batch to run now, and the rest of ``window`` (to go back in the queue).
 
-        ``plan_batches`` enforces the size and token budgets; each planned batch is then
-        split further where padding would cost more than an extra model call
-        (:func:`split_for_padding`).
+        The window is sorted by length and cut by ``plan_batches`` (size and token budgets);
+        the cut holding the *oldest* text is split further where padding would cost more
+        than an extra model call (:func:`split_for_padding`), and the piece holding that
+        text runs. Serving the oldest text first keeps waits first-come, first-served: a
+        long text is not overtaken by a stream of shorter ones, and nobody waits for a
+        whole window of other people's batches (the tail stays close to the median).
         """
+        live = self._live(window)
+        if not live:
+            return [], []
         plan = plan_batches(
-            [len(item[2]) for item in window], self.max_batch_size, self.max_batch_tokens
+            [len(item[2]) for item in live], self.max_batch_size, self.max_batch_tokens
         )
-        for indices in plan:
-            live = self._live([window[i] for i in indices])
-            lengths = [len(item[2]) for item in live]
-            for begin, end in split_for_padding(lengths, self.batch_overhead_tokens):
-                batch = self._live(live[begin:end])
-                if batch:
-                    await self._run_batch(batch)
+        cut = next(indices for indices in plan if 0 in indices)
+        oldest = cut.index(0)
+        lengths = [len(live[i][2]) for i in cut]
+        begin, end = next(
+            (b, e)
+            for b, e in split_for_padding(lengths, self.batch_overhead_tokens)
+            if b <= oldest < e
+        )
+        chosen = cut[begin:end]
+        taken = set(chosen)
+        return [live[i] for i in chosen], [item for i, item in enumerate(live) if i not in taken]
 
     def _live(self, items: list[_Item]) -> list[_Item]:
         """``items`` minus those whose request already ended (counted as dropped)."""

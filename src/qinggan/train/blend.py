@@ -5,8 +5,8 @@
 (``--step``, default 0.05), keeps the one with the best dev accuracy (ties: lower
 log-loss), fits the ensemble temperature on the averaged log-probabilities and writes
 ``OUT/qinggan.json`` listing the members by path relative to ``OUT`` and checksum (a
-member the sweep gives no weight is left out). The weights, the temperature and the sweep are recorded in the manifest's ``training`` field.
-No torch needed.
+member the sweep gives no weight is left out). The weights, the temperature and the
+sweep are recorded in the manifest's ``training`` field. No torch needed.
 """
 
 from __future__ import annotations
