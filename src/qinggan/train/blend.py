@@ -116,7 +116,7 @@ def blend(
         name=name,
         labels=labels,
         models={},
-        max_length=max(b.manifest.max_length for b in bundles),
+        max_length=min(b.manifest.max_length for b in bundles),  # what every member reads whole
         members=[  # a member the sweep gave no weight is left out
             {"path": Path(os.path.relpath(b.path, out_dir)).as_posix(), "weight": w}
             for b, w in kept
