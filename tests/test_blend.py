@@ -59,6 +59,7 @@ def test_blend_writes_a_loadable_ensemble(tmp_path: Path) -> None:
     kept = [(p, w) for p, w in zip(("../a", "../b"), chosen.weights, strict=True) if w > 0]
     assert [(m["path"], m["weight"]) for m in manifest.members] == kept  # weight 0: left out
     assert manifest.temperature == chosen.temperature
+    assert manifest.max_length == 32  # the shortest member's: what every member reads whole
     assert manifest.training["blend"]["dev_texts"] == 12
     ens = qinggan.load(out, threads=1)
     texts = ["真好", "太差了"]
