@@ -124,7 +124,8 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
 
     lines += ["### qinggan over HTTP vs the same bundle in process", ""]
     lines += [
-        "| system | in-process single p50 (ms) | HTTP c=1 p50 (ms) | gap (ms) | in-process best "
+        "| system | in-process single p50, before / after the HTTP run (ms) | HTTP c=1 p50 (ms) | "
+        "gap to the mean (ms) | in-process best "
         "batched (texts/s) | in-process, windows of 16 (texts/s) | HTTP c=16 (req/s) | "
         "HTTP / best batched | HTTP / windows of 16 | c=16 p99 / p50 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -133,7 +134,10 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
         ref = entry.get("in_process")
         if not ref or "phases" not in entry:
             continue
-        single = ref["single"]["p50_ms"]
+        before = ref["single"]["p50_ms"]
+        after = entry.get("in_process_after", {}).get("single", {}).get("p50_ms")
+        single = (before + after) / 2 if after is not None else before
+        singles = f"{_f(before, 2)} / {_f(after, 2)}" if after is not None else _f(before, 2)
         http1 = _phase(entry, 1).get("latency_ms", {}).get("p50")
         best = ref["batched_best"]
         c16 = _phase(entry, 16)
@@ -142,7 +146,7 @@ def serve_section(serve: dict[str, Any], agreement: float | None) -> list[str]:
         win = ref.get("windows_16", {}).get("texts_per_s")
         rps = c16.get("rps")
         lines.append(
-            f"| {name} ({ref.get('variant')}) | {_f(single, 2)} | {_f(http1, 2)} | "
+            f"| {name} ({ref.get('variant')}) | {singles} | {_f(http1, 2)} | "
             f"{_f(http1 - single if http1 else None, 2)} | {_f(best['texts_per_s'])} (batch "
             f"{best['batch_size']}) | {_f(win)} | {_f(rps)} | "
             f"{_f(100 * rps / best['texts_per_s'] if rps else None, 0)} % | "

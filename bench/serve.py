@@ -97,6 +97,26 @@ def in_process_reference(
     return result
 
 
+def single_text_reference(
+    model: str, variant: str | None, threads: int, texts: list[str], n: int
+) -> dict[str, Any]:
+    """p50/p95 of ``predict([text])`` over the first ``n`` texts, as in the first reference."""
+    import qinggan
+
+    clf = qinggan.load(model, variant=variant, threads=threads)
+    for text in texts[:5]:
+        clf.predict([text])
+    latencies = []
+    for text in texts[:n]:
+        t0 = time.perf_counter()
+        clf.predict([text])
+        latencies.append(time.perf_counter() - t0)
+    del clf
+    gc.collect()
+    summary = loadgen.latency_summary(latencies)
+    return {"single": {"n": n, "p50_ms": summary["p50"], "p95_ms": summary["p95"]}}
+
+
 def _single_and_batched(clf, texts: list[str], budget_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     result: dict[str, Any] = {}
     latencies: list[float] = []
@@ -502,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 log(f"{system.name}: FAILED: {exc}")
                 entry["error"] = str(exc)
+            if "in_process" in entry and "error" not in entry:
+                # the same single-text loop again, after the HTTP phases: the machine's drift
+                # between the reference and the HTTP run becomes visible in the table
+                entry["in_process_after"] = single_text_reference(
+                    model, variant, args.threads, texts, entry["in_process"]["single"]["n"]
+                )
+                log(f"{system.name}: in-process after {entry['in_process_after']}")
             results["systems"][system.name] = entry
     gen.close()
     results["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -44,6 +44,8 @@ def test_serve_smoke_runs_every_phase(tmp_path: Path) -> None:
     reference = entry["in_process"]
     assert reference["single"]["n"] > 0
     assert reference["batched_best"]["texts_per_s"] > 0
+    after = entry["in_process_after"]["single"]  # the drift check after the HTTP phases
+    assert after["n"] == reference["single"]["n"] and after["p50_ms"] > 0
 
 
 def test_report_renders_smoke_like_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
