@@ -78,6 +78,17 @@ def test_info(tiny_bundle: Bundle) -> None:
     assert json.loads(res.stdout)["labels"] == ["Negative", "Positive"]
 
 
+def test_info_lists_an_ensembles_members() -> None:
+    from qinggan.bundle import builtin_models, load_bundle
+
+    m = load_bundle(builtin_models()["accurate"], verify=False).manifest
+    res = run_cli("info", "accurate")
+    assert res.returncode == 0, res.stderr
+    (a, b) = m.members
+    line = f"members:     {a['path']} × {a['weight']}, {b['path']} × {b['weight']}; temperature"
+    assert f"{line} {m.temperature}" in res.stdout and "variants:" not in res.stdout
+
+
 def test_help_lists_commands() -> None:
     res = run_cli("--help")
     assert res.returncode == 0

@@ -229,7 +229,13 @@ def info(
         "labels:      "
         + ", ".join(f"{a} ({b})" for a, b in zip(m.labels, m.display_labels, strict=True))
     )
-    typer.echo(f"variants:    {', '.join(sorted(m.models))} (default {m.preferred_variant})")
+    if m.members:
+        weights = ", ".join(
+            f"{member['path']} × {member.get('weight', 1.0)}" for member in m.members
+        )
+        typer.echo(f"members:     {weights}; temperature {m.temperature}")
+    else:
+        typer.echo(f"variants:    {', '.join(sorted(m.models))} (default {m.preferred_variant})")
     typer.echo(f"max_length:  {m.max_length} tokens")
     for rel, digest in m.files.items():
         size = (bundle.path / rel).stat().st_size
