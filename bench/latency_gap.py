@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=150)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--port", type=int, default=7991)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="client pause between requests")
     args = parser.parse_args()
     texts = texts_from(args.data, args.texts)
 
@@ -69,6 +70,7 @@ def main() -> None:
             client.post("/analyze", json={"text": text})
         http, total, inference = [], [], []
         for text in texts:
+            time.sleep(args.pause_ms / 1000)
             t0 = time.perf_counter()
             response = client.post("/analyze", json={"text": text})
             http.append((time.perf_counter() - t0) * 1000)
