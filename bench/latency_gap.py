@@ -34,6 +34,20 @@ def texts_from(data: Path, n: int) -> list[str]:
     return texts[:n]
 
 
+def burst(port: int, texts: list[str], seconds: float) -> None:
+    """``wrk`` at 16 connections for ``seconds`` over ``texts`` (needs wrk on PATH)."""
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as bodies:
+        bodies.write("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n")
+        bodies.flush()
+        lua = Path(__file__).with_name("wrk_bodies.lua")
+        url = f"http://127.0.0.1:{port}/analyze"
+        argv = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(lua), url, "--", bodies.name]
+        subprocess.run(argv, capture_output=True, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model")
@@ -41,8 +55,23 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--port", type=int, default=7991)
     parser.add_argument("--pause-ms", type=float, default=0.0, help="client pause between requests")
+    parser.add_argument(
+        "--burst-s",
+        type=float,
+        default=0.0,
+        help="first load the server with wrk at 16 connections for this long (as the bench's "
+        "warm-up does before its c=1 phase)",
+    )
+    parser.add_argument(
+        "--bench-texts", action="store_true", help="the first N of bench/serve.py's text list"
+    )
     args = parser.parse_args()
-    texts = texts_from(args.data, args.texts)
+    if args.bench_texts:
+        from corpus import load_texts
+
+        texts = load_texts(args.data, 2000)[0][: args.texts]
+    else:
+        texts = texts_from(args.data, args.texts)
 
     clf = qinggan.load(args.model, threads=2)
     for text in texts[:10]:
@@ -66,6 +95,8 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
+        if args.burst_s > 0:
+            burst(args.port, texts, args.burst_s)
         for text in texts[:10]:
             client.post("/analyze", json={"text": text})
         http, total, inference = [], [], []
