@@ -161,3 +161,57 @@ def test_served_over_http(ensemble_dir: Path) -> None:
     assert [r["label"] for r in many[:2]] == ["Positive", "Negative"]
     assert many[3]["truncated"] is True
     assert info["model"]["name"] == "tiny-ensemble"
+
+
+def _gated(root: Path, name: str, confidence: float | None) -> Path:
+    fields = {"gate": {"member": 1, "confidence": confidence}} if confidence else {}
+    (root / name).mkdir()
+    return write_bundle(
+        root / name,
+        name=name,
+        labels=["Negative", "Positive"],
+        models={},
+        max_length=16,
+        members=[{"path": "../a", "weight": 1.0}, {"path": "../b", "weight": 1.0}],
+        temperature=0.8,
+        **fields,
+    ).path
+
+
+def test_a_gate_member_answers_what_it_is_sure_of_and_the_rest_get_the_ensemble(
+    tmp_path: Path,
+) -> None:
+    make_tiny_bundle(tmp_path / "a")
+    make_tiny_bundle(tmp_path / "b", seed=1, max_length=16)
+    texts = [*TEXTS, "好", "差", "一般", "好差", "很好很好", "失望", "ok", "还行吧"]
+    gate_member = qinggan.load(tmp_path / "b").predict(texts)
+    confidences = sorted(p.confidence for p in gate_member)
+    threshold = confidences[len(confidences) // 2]  # about half are sure, half are not
+    plain = qinggan.load(_gated(tmp_path, "plain", None)).predict(texts)
+    gated = qinggan.load(_gated(tmp_path, "gated", threshold))
+    assert gated.info()["gate"] == {"member": "tiny-test", "confidence": threshold}
+    sure = 0
+    for text, got, alone, full in zip(texts, gated.predict(texts), gate_member, plain, strict=True):
+        expected = alone if alone.confidence >= threshold else full
+        sure += alone.confidence >= threshold
+        assert got.scores == pytest.approx(expected.scores), text
+    assert 0 < sure < len(texts)  # both paths were taken
+    everyone = qinggan.load(_gated(tmp_path, "low", 0.5)).predict(texts)
+    assert [p.scores for p in everyone] == [p.scores for p in gate_member]
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        ({"member": 2, "confidence": 0.9}, "gate member must index the members"),
+        ({"member": 0, "confidence": 0}, r"gate confidence must be in \(0, 1\]"),
+        ({"member": "a", "confidence": 0.9}, "gate member must index the members"),
+    ],
+)
+def test_a_bad_gate_is_refused(tmp_path: Path, gate: dict[str, object], message: str) -> None:
+    make_ensemble(tmp_path / "ens")
+    manifest = json.loads((tmp_path / "ens" / MANIFEST_NAME).read_text())
+    manifest["gate"] = gate
+    (tmp_path / "ens" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path / "ens", verify=False)

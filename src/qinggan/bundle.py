@@ -55,6 +55,9 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     members: tuple[dict[str, Any], ...] = ()
+    # optional for ensembles: {"member": i, "confidence": c} -- member i alone answers the
+    # texts it is at least c confident about; the others get the whole ensemble
+    gate: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -79,6 +82,14 @@ class Manifest:
                 or not member.get("weight", 1.0) > 0
             ):
                 problems.append(f"member {member['path']!r} needs a positive weight")
+        if self.gate:
+            member, confidence = self.gate.get("member"), self.gate.get("confidence")
+            if not self.members:
+                problems.append("has a gate but no ensemble members")
+            elif not isinstance(member, int) or not 0 <= member < len(self.members):
+                problems.append(f"gate member must index the members, got {member!r}")
+            if not isinstance(confidence, (int, float)) or not 0 < confidence <= 1:
+                problems.append(f"gate confidence must be in (0, 1], got {confidence!r}")
         unknown = set(self.models) - set(VARIANTS)
         if unknown:
             problems.append(f"has unknown model variants {sorted(unknown)} (known: {VARIANTS})")
@@ -113,6 +124,8 @@ class Manifest:
         data["members"] = list(self.members)
         if not self.members:
             del data["members"]
+        if not self.gate:
+            del data["gate"]
         return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -134,6 +147,8 @@ class Manifest:
             if not isinstance(kwargs["members"], list):
                 raise BundleError("invalid manifest: members must be a list")
             kwargs["members"] = tuple(kwargs["members"])
+        if not isinstance(kwargs.get("gate", {}), dict):
+            raise BundleError("invalid manifest: gate must be an object")
         for key in ("models", "files"):
             if not isinstance(kwargs[key], dict):
                 raise BundleError(f"invalid manifest: {key} must be an object")

@@ -84,6 +84,10 @@ class Ensemble(Predictor):
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
         self.weights = weights / weights.sum()
         self._temperature = float(bundle.manifest.temperature)
+        gate = bundle.manifest.gate
+        self.gate: tuple[int, float] | None = (
+            (int(gate["member"]), float(gate["confidence"])) if gate else None
+        )
         self.variant = "+".join(m.variant for m in self.members)
 
     def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
@@ -94,11 +98,32 @@ class Ensemble(Predictor):
         ]
 
     def infer(self, batch: Sequence[EnsembleEncoded]) -> np.ndarray:
-        probs = [m.infer([e.parts[i] for e in batch]) for i, m in enumerate(self.members)]
+        if self.gate is None:
+            return self._combine(batch)
+        # a cascade: the gate member answers what it is sure of; the rest get every member
+        first, confidence = self.gate
+        answer = self.members[first].infer([e.parts[first] for e in batch])
+        unsure = np.flatnonzero(answer.max(axis=1) < confidence)
+        if unsure.size:
+            answer = answer.copy()
+            answer[unsure] = self._combine([batch[i] for i in unsure], {first: answer[unsure]})
+        return answer
+
+    def _combine(
+        self, batch: Sequence[EnsembleEncoded], known: dict[int, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Every member's probabilities for ``batch`` (reusing ``known`` ones), averaged."""
+        known = known or {}
+        probs = [
+            known[i] if i in known else m.infer([e.parts[i] for e in batch])
+            for i, m in enumerate(self.members)
+        ]
         return sharpen(mix(probs, self.weights), self._temperature)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
+        if self.gate is not None:
+            info["gate"] = {"member": self.members[self.gate[0]].name, "confidence": self.gate[1]}
         info["members"] = [
             {"name": m.name, "variant": m.variant, "weight": round(float(w), 4)}
             for m, w in zip(self.members, self.weights, strict=True)
