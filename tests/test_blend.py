@@ -13,7 +13,7 @@ import qinggan
 from qinggan.ensemble import mix, sharpen
 from qinggan.errors import QingganError
 from qinggan.testing import make_tiny_bundle
-from qinggan.train.blend import blend, choose_blend, weight_grid
+from qinggan.train.blend import blend, choose_blend, choose_gate, weight_grid
 
 
 def test_weight_grid_covers_the_simplex() -> None:
@@ -70,3 +70,19 @@ def test_blend_writes_a_loadable_ensemble(tmp_path: Path) -> None:
     got = np.array([[p.scores["Negative"], p.scores["Positive"]] for p in ens.predict(texts)])
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert [p.label for p in ens.predict(texts)] == ["Positive", "Negative"]
+
+
+def test_choose_gate_lets_the_gate_member_answer_only_where_accuracy_holds() -> None:
+    # member 1 is right when it is >= 0.9 sure and wrong at 0.7; member 0 is always right
+    labels = np.array([1] * 60 + [0] * 40)
+    sure_right = [[0.05, 0.95]] * 60
+    unsure_wrong = [[0.3, 0.7]] * 40
+    gate_member = np.array(sure_right + unsure_wrong)
+    other = np.array([[0.2, 0.8]] * 60 + [[0.99, 0.01]] * 40)
+    chosen = choose_blend([other, gate_member], labels, step=0.1)
+    assert chosen.dev_accuracy == 1.0
+    gate = choose_gate([other, gate_member], labels, chosen, member=1)
+    assert 0.7 < gate["confidence"] <= 0.95  # above the wrong answers' confidence
+    assert gate["answered_alone_on_dev"] == 0.6 and gate["dev_accuracy"] == 1.0
+    loose = choose_gate([other, gate_member], labels, chosen, member=1, max_drop=0.5)
+    assert loose["confidence"] == 0.5 and loose["answered_alone_on_dev"] == 1.0

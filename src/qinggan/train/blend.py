@@ -6,7 +6,10 @@
 log-loss), fits the ensemble temperature on the averaged log-probabilities and writes
 ``OUT/qinggan.json`` listing the members by path relative to ``OUT`` and checksum (a
 member the sweep gives no weight is left out). The weights, the temperature and the
-sweep are recorded in the manifest's ``training`` field. No torch needed.
+sweep are recorded in the manifest's ``training`` field. ``--gate I`` also makes it a
+cascade: member ``I`` answers alone the texts it is at least as confident about as the
+lowest threshold that keeps dev accuracy within ``--gate-max-drop`` (default 0) of the
+whole ensemble's; the others run only on the rest. No torch needed.
 """
 
 from __future__ import annotations
@@ -85,6 +88,33 @@ def choose_blend(member_probs: Sequence[np.ndarray], labels: np.ndarray, step: f
     )
 
 
+def choose_gate(
+    member_probs: Sequence[np.ndarray],
+    labels: np.ndarray,
+    chosen: Blend,
+    member: int,
+    max_drop: float = 0.0,
+) -> dict[str, Any]:
+    """The lowest confidence at which member ``member`` may answer alone (a cascade) while
+    dev accuracy stays within ``max_drop`` of the whole ensemble's."""
+    labels = np.asarray(labels)
+    full = sharpen(mix(member_probs, np.array(chosen.weights)), chosen.temperature)
+    alone = member_probs[member]
+    sweep = []
+    for step in range(50, 100):
+        confidence = step / 100
+        sure = alone.max(axis=1) >= confidence
+        answer = np.where(sure[:, None], alone, full)
+        accuracy = float((answer.argmax(axis=1) == labels).mean())
+        sweep.append({"confidence": confidence, "alone": round(float(sure.mean()), 4),
+                      "accuracy": round(accuracy, 5)})  # fmt: skip
+    floor = float((full.argmax(axis=1) == labels).mean()) - max_drop
+    best = next(row for row in sweep if row["accuracy"] >= floor - 1e-9)
+    return {"member": member, "confidence": best["confidence"], "max_drop": max_drop,
+            "answered_alone_on_dev": best["alone"], "dev_accuracy": best["accuracy"],
+            "sweep": sweep}  # fmt: skip
+
+
 def blend(
     out_dir: Path,
     data_dir: Path,
@@ -93,6 +123,8 @@ def blend(
     name: str,
     step: float = 0.05,
     threads: int | None = None,
+    gate: int | None = None,
+    gate_max_drop: float = 0.0,
 ) -> Blend:
     """Score dev with each member, choose the blend and write the ensemble bundle."""
     bundles: list[Bundle] = [load_bundle(m) for m in members]
@@ -110,6 +142,12 @@ def blend(
         member_probs.append(np.array([[p.scores[label] for label in labels] for p in predictions]))
     chosen = choose_blend(member_probs, y, step)
     kept = [(b, w) for b, w in zip(bundles, chosen.weights, strict=True) if w > 0]
+    gated: dict[str, Any] = {}
+    if gate is not None:
+        if not 0 <= gate < len(bundles) or chosen.weights[gate] == 0:
+            raise QingganError(f"--gate {gate}: no such member with a weight")
+        gated = choose_gate(member_probs, y, chosen, gate, gate_max_drop)
+        gated["member"] = [b for b, _ in kept].index(bundles[gate])  # index among kept
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bundle(
         out_dir,
@@ -122,6 +160,7 @@ def blend(
             for b, w in kept
         ],
         temperature=chosen.temperature,
+        gate={"member": gated["member"], "confidence": gated["confidence"]} if gated else {},
         training={
             "blend": {
                 "command": "python -m qinggan.train.blend",
@@ -133,6 +172,7 @@ def blend(
                 "dev_accuracy": chosen.dev_accuracy,
                 "dev_nll_calibrated": chosen.dev_nll,
                 "sweep": chosen.sweep,
+                **({"gate": gated} if gated else {}),
             }
         },
     )
@@ -147,10 +187,17 @@ def main() -> None:
     parser.add_argument("--name", default="qinggan-ensemble")
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--gate", type=int, help="index of a member that answers alone when it is sure (cascade)"
+    )
+    parser.add_argument(
+        "--gate-max-drop", type=float, default=0.0, help="dev accuracy the cascade may lose"
+    )
     args = parser.parse_args()
     chosen = blend(
-        args.out, args.data_dir, args.members, name=args.name, step=args.step, threads=args.threads
-    )
+        args.out, args.data_dir, args.members, name=args.name, step=args.step,
+        threads=args.threads, gate=args.gate, gate_max_drop=args.gate_max_drop,
+    )  # fmt: skip
     summary = {k: v for k, v in chosen.__dict__.items() if k != "sweep"}
     print(json.dumps(summary, ensure_ascii=False))
 
