@@ -86,3 +86,18 @@ def test_choose_gate_lets_the_gate_member_answer_only_where_accuracy_holds() -> 
     assert gate["answered_alone_on_dev"] == 0.6 and gate["dev_accuracy"] == 1.0
     loose = choose_gate([other, gate_member], labels, chosen, member=1, max_drop=0.5)
     assert loose["confidence"] == 0.5 and loose["answered_alone_on_dev"] == 1.0
+
+
+def test_choose_gate_holds_accuracy_in_every_group() -> None:
+    labels = np.ones(100, dtype=int)
+    gate_member = np.array([[0.05, 0.95]] * 90 + [[0.8, 0.2]] * 10)  # sure-ish and wrong on 10
+    other = np.array([[0.01, 0.99]] * 100)
+    groups = np.array(["big"] * 90 + ["small"] * 10)
+    chosen = choose_blend([other, gate_member], labels, step=0.1)
+    overall_only = choose_gate([other, gate_member], labels, chosen, member=1, max_drop=0.1)
+    assert overall_only["confidence"] == 0.5  # losing 10 % overall is within 0.1
+    per_group = choose_gate(
+        [other, gate_member], labels, chosen, member=1, max_drop=0.1, groups=groups
+    )
+    assert per_group["confidence"] > 0.8  # the small group would lose everything
+    assert per_group["dev_accuracy"] == 1.0
