@@ -5,6 +5,10 @@ member keeps its own tokenizer and graph, so models of different kinds (a transf
 and a character n-gram model, say) can vote together. To the batcher and the CLI an
 ensemble looks like any classifier: ``tokenize`` returns one :class:`EnsembleEncoded`
 per text holding every member's tokens, and ``infer`` runs every member on the batch.
+
+An optional manifest ``gate`` makes the ensemble a cascade: one member runs first and
+answers alone the texts it is at least ``confidence`` sure of; only the others go
+through every member (``qinggan.train.blend --gate`` picks the threshold on dev).
 """
 
 from __future__ import annotations
