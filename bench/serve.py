@@ -316,9 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--systems",
-        default="original,qinggan-fp32,qinggan-int8,qinggan-fast,qinggan-accurate",
+        default="original,qinggan-fp32,qinggan-int8,qinggan-fast,qinggan-balanced,qinggan-accurate",
         help="comma-separated subset of original, qinggan-fp32, qinggan-int8, qinggan-fast, "
-        "qinggan-accurate (the last two: built-in models)",
+        "qinggan-balanced, qinggan-accurate (the last three: built-in models)",
     )
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--shape", choices=("base", "small"), default="base")
@@ -426,7 +426,7 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
                     name, str(prepared.bundle_dir), port, variant=variant, options=options
                 )
             )
-        elif name in ("qinggan-fast", "qinggan-accurate"):
+        elif name in ("qinggan-fast", "qinggan-balanced", "qinggan-accurate"):
             from qinggan.bundle import builtin_models
 
             builtin = name.split("-", 1)[1]
