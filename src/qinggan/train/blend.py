@@ -29,7 +29,7 @@ from ..bundle import Bundle, load_bundle, write_bundle
 from ..engine import load
 from ..ensemble import mix, sharpen
 from ..errors import QingganError
-from .calibration import fit_temperature
+from .calibration import fit_temperature, nll
 from .data import read_split
 
 
@@ -55,8 +55,8 @@ def weight_grid(members: int, step: float) -> list[tuple[float, ...]]:
     return grid
 
 
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-12, 1.0))
 
 
 def choose_blend(member_probs: Sequence[np.ndarray], labels: np.ndarray, step: float) -> Blend:
@@ -67,23 +67,26 @@ def choose_blend(member_probs: Sequence[np.ndarray], labels: np.ndarray, step: f
         probs = mix(member_probs, np.array(weights))
         accuracy = float((probs.argmax(axis=1) == labels).mean())
         sweep.append(
-            {"weights": list(weights), "accuracy": round(accuracy, 5), "nll": _nll(probs, labels)}
+            {
+                "weights": list(weights),
+                "accuracy": round(accuracy, 5),
+                "nll": nll(_log(probs), labels),
+            }
         )
     # best accuracy, then lowest log-loss, then the most even weights
     best = max(
         sweep, key=lambda row: (row["accuracy"], -round(row["nll"], 9), -max(row["weights"]))
     )
     weights = tuple(best["weights"])
-    log_mix = np.log(np.clip(mix(member_probs, np.array(weights)), 1e-12, 1.0))
+    log_mix = _log(mix(member_probs, np.array(weights)))
     temperature = fit_temperature(log_mix, labels)
-    calibrated = sharpen(mix(member_probs, np.array(weights)), temperature)
     for row in sweep:
         row["nll"] = round(row["nll"], 5)
     return Blend(
         weights=weights,
         temperature=round(temperature, 4),
         dev_accuracy=best["accuracy"],
-        dev_nll=round(_nll(calibrated, labels), 5),
+        dev_nll=round(nll(log_mix, labels, temperature), 5),
         sweep=sweep,
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(logits / temperature)``."""
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -19,14 +20,14 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     lo, hi = np.log(0.05), np.log(20.0)
     ratio = (np.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = _nll(logits, labels, np.exp(a)), _nll(logits, labels, np.exp(b))
+    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
     for _ in range(60):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = _nll(logits, labels, np.exp(a))
+            fa = nll(logits, labels, np.exp(a))
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = _nll(logits, labels, np.exp(b))
+            fb = nll(logits, labels, np.exp(b))
     return float(np.exp((lo + hi) / 2))
