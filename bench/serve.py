@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import subprocess
@@ -106,21 +107,15 @@ def single_text_reference(
     clf = qinggan.load(model, variant=variant, threads=threads)
     for text in texts[:5]:
         clf.predict([text])
-    latencies = []
-    for text in texts[:n]:
-        t0 = time.perf_counter()
-        clf.predict([text])
-        latencies.append(time.perf_counter() - t0)
+    single = _single_text(clf, texts[:n])
     del clf
     gc.collect()
-    summary = loadgen.latency_summary(latencies)
-    return {"single": {"n": n, "p50_ms": summary["p50"], "p95_ms": summary["p95"]}}
+    return {"single": single}
 
 
-def _single_and_batched(clf, texts: list[str], budget_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    result: dict[str, Any] = {}
+def _single_text(clf, texts: list[str], deadline: float = math.inf) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """p50/p95 ms of ``predict([text])`` in order, stopping past ``deadline`` (>= 20 texts)."""
     latencies: list[float] = []
-    deadline = time.perf_counter() + budget_s / 3
     for text in texts:
         t0 = time.perf_counter()
         clf.predict([text])
@@ -128,7 +123,12 @@ def _single_and_batched(clf, texts: list[str], budget_s: float) -> dict[str, Any
         if len(latencies) >= 20 and time.perf_counter() > deadline:
             break
     summary = loadgen.latency_summary(latencies)
-    result["single"] = {"n": len(latencies), "p50_ms": summary["p50"], "p95_ms": summary["p95"]}
+    return {"n": len(latencies), "p50_ms": summary["p50"], "p95_ms": summary["p95"]}
+
+
+def _single_and_batched(clf, texts: list[str], budget_s: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    result: dict[str, Any] = {}
+    result["single"] = _single_text(clf, texts, deadline=time.perf_counter() + budget_s / 3)
     best: dict[str, Any] = {}
     clf.batch_size = 32
     t0 = time.perf_counter()
