@@ -782,12 +782,12 @@ def log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def run(settings: Settings, classifier: Any = None) -> None:
-    """Load the model (errors surface before binding), then serve until SIGTERM/SIGINT.
+def run(settings: Settings, classifier: Any) -> None:
+    """Serve ``classifier`` (loaded from ``settings`` before binding, so load errors surface
+    first; the CLI loads it while this module imports) until SIGTERM/SIGINT.
 
-    ``classifier``: one already loaded from ``settings`` (the CLI loads it while this
-    module imports). uvicorn drains open requests on a signal; the lifespan then drains
-    the batcher. A signal-initiated shutdown exits with status 0.
+    uvicorn drains open requests on a signal; the lifespan then drains the batcher.
+    A signal-initiated shutdown exits with status 0.
     """
     import logging.config
 
@@ -795,8 +795,6 @@ def run(settings: Settings, classifier: Any = None) -> None:
 
     logging.config.dictConfig(log_config(settings.log_level))
     log.info("settings: %s", settings.redacted())
-    if classifier is None:
-        classifier = settings.load_model()
     app = create_app(settings, classifier)
     config = uvicorn.Config(
         app,
