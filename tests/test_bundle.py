@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 import qinggan
 from qinggan.bundle import (
     MANIFEST_NAME,
+    Bundle,
     Manifest,
     builtin_models,
     load_bundle,
@@ -159,6 +159,17 @@ def test_label_count_mismatch_with_graph(bundle_dir: Path) -> None:
         qinggan.load(bundle_dir)
 
 
+def _reseal(root: Path, name: str) -> Bundle:
+    """Rewrite the tiny bundle's manifest after a file was changed, so checksums pass."""
+    return write_bundle(
+        root,
+        name=name,
+        labels=["Negative", "Positive"],
+        models={"fp32": "model.onnx"},
+        max_length=64,
+    )
+
+
 def test_wrong_input_names(tmp_path: Path) -> None:
     import onnx
 
@@ -168,13 +179,7 @@ def test_wrong_input_names(tmp_path: Path) -> None:
     for node in model.graph.node:
         node.input[:] = ["ids" if n == "input_ids" else n for n in node.input]
     onnx.save(model, str(root / "model.onnx"))
-    write_bundle(
-        root,
-        name="renamed",
-        labels=["Negative", "Positive"],
-        models={"fp32": "model.onnx"},
-        max_length=64,
-    )
+    _reseal(root, "renamed")  # checksums match the tampered file
     with pytest.raises(
         BundleError, match=r"model inputs \['ids', 'attention_mask'\] are not supported"
     ):
@@ -183,26 +188,14 @@ def test_wrong_input_names(tmp_path: Path) -> None:
 
 def test_corrupt_onnx(bundle_dir: Path) -> None:
     (bundle_dir / "model.onnx").write_bytes(b"this is not a protobuf")
-    write_bundle(
-        bundle_dir,
-        name="corrupt",
-        labels=["Negative", "Positive"],
-        models={"fp32": "model.onnx"},
-        max_length=64,
-    )
+    _reseal(bundle_dir, "corrupt")  # checksums match the tampered file
     with pytest.raises(BundleError, match="cannot load ONNX model"):
         qinggan.load(bundle_dir)
 
 
 def test_corrupt_tokenizer(bundle_dir: Path) -> None:
     (bundle_dir / "tokenizer.json").write_text("{}", encoding="utf-8")
-    write_bundle(
-        bundle_dir,
-        name="corrupt",
-        labels=["Negative", "Positive"],
-        models={"fp32": "model.onnx"},
-        max_length=64,
-    )
+    _reseal(bundle_dir, "corrupt")  # checksums match the tampered file
     with pytest.raises(BundleError, match="cannot read tokenizer"):
         qinggan.load(bundle_dir)
 
@@ -218,16 +211,8 @@ def test_write_bundle_requires_files(tmp_path: Path) -> None:
         )
 
 
-def test_int8_preferred_when_present(tmp_path: Path) -> None:
-    root = make_tiny_bundle(tmp_path / "b").path
-    shutil.copy(root / "model.onnx", root / "model.int8.onnx")
-    bundle = write_bundle(
-        root,
-        name="two",
-        labels=["Negative", "Positive"],
-        models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
-        max_length=64,
-    )
+def test_int8_preferred_when_present(two_variant_bundle: Bundle) -> None:
+    bundle, root = two_variant_bundle, two_variant_bundle.path
     assert bundle.manifest.preferred_variant == "int8"
     assert qinggan.load(root).variant == "int8"
     assert qinggan.load(root, variant="fp32").variant == "fp32"

@@ -142,26 +142,8 @@ def test_any_unicode_gets_a_valid_answer(clf: Classifier, texts: list[str]) -> N
         assert clf(text).label == pred.label
 
 
-def _two_variant_bundle(tmp_path) -> Bundle:
-    """The tiny bundle with a second graph listed as ``int8`` (a copy of the fp32 one)."""
-    import shutil
-
-    from qinggan.bundle import write_bundle
-    from qinggan.testing import make_tiny_bundle
-
-    root = make_tiny_bundle(tmp_path / "b").path
-    shutil.copy(root / "model.onnx", root / "model.int8.onnx")
-    return write_bundle(
-        root,
-        name="tiny-two",
-        labels=["Negative", "Positive"],
-        models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
-        max_length=64,
-    )
-
-
-def test_load_verifies_the_files_it_reads(tmp_path) -> None:
-    bundle = _two_variant_bundle(tmp_path)
+def test_load_verifies_the_files_it_reads(two_variant_bundle: Bundle) -> None:
+    bundle = two_variant_bundle
     with (bundle.path / "model.int8.onnx").open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(qinggan.BundleError, match=r"checksum mismatch for model\.int8\.onnx"):
@@ -174,8 +156,10 @@ def test_load_verifies_the_files_it_reads(tmp_path) -> None:
         qinggan.load(bundle.path, variant="int8", threads=1, verify=False)  # ORT's own error
 
 
-def test_a_corrupt_tokenizer_is_reported_as_a_checksum_mismatch(tmp_path) -> None:
-    bundle = _two_variant_bundle(tmp_path)
+def test_a_corrupt_tokenizer_is_reported_as_a_checksum_mismatch(
+    two_variant_bundle: Bundle,
+) -> None:
+    bundle = two_variant_bundle
     (bundle.path / "tokenizer.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(qinggan.BundleError, match=r"checksum mismatch for tokenizer\.json"):
         qinggan.load(bundle.path, threads=1)
