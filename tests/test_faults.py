@@ -483,7 +483,8 @@ def test_file_scoring_killed_at_random_points_resumes_exactly(tiny_bundle, tmp_p
             time.sleep(0.005)
         proc.kill()
         proc.wait()
-        assert not out.exists() or proc.returncode == 0  # a finished file only from a finished run
+        if out.exists():  # a file at OUT is complete, even if the kill came just after the rename
+            assert _rows(out) == _rows(reference)
     subprocess.run(command, env=env, check=True, timeout=300)
     assert resumed_from and max(resumed_from) > 0, "no run resumed from a checkpoint"
     assert _rows(out) == _rows(reference)

@@ -306,6 +306,43 @@ def test_interrupted_run_resumes_to_identical_output(
     assert not parts_path(out).exists()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_run_killed_after_the_rename_counts_as_complete(
+    tmp_path: Path, scorer: LocalScorer, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between renaming OUT into place and removing the checkpoint loses nothing."""
+    src = write_input(tmp_path / "in.csv", rows_of([TEXTS[i % 5] for i in range(50)]), "csv")
+    out = tmp_path / f"out.{fmt}"
+    options = ScoreOptions(chunk_size=16, progress=False, checkpoint_seconds=0)
+    unlink = Path.unlink
+
+    def killed_at_checkpoint_removal(path: Path, missing_ok: bool = False) -> None:
+        if path == checkpoint_path(out) and path.is_file():
+            if json.loads(path.read_text())["finished"]:
+                raise Interrupt
+        unlink(path, missing_ok=missing_ok)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", killed_at_checkpoint_removal)
+        with pytest.raises(Interrupt):
+            score_file(str(src), str(out), scorer, options)
+    assert out.is_file() and checkpoint_path(out).is_file()
+    complete = read_output(out)
+
+    again = score_file(str(src), str(out), scorer, options)  # the same command: nothing to do
+    assert (again.rows, again.resumed_from) == (50, 50)
+    assert read_output(out) == complete and len(complete) == 50
+    assert not checkpoint_path(out).exists() and not partial_path(out).exists()
+
+    with monkeypatch.context() as patch:  # a leftover never blocks a different run
+        patch.setattr(Path, "unlink", killed_at_checkpoint_removal)
+        with pytest.raises(Interrupt):
+            score_file(str(src), str(out), scorer, options)
+    changed = ScoreOptions(chunk_size=16, progress=False, prefix="p_")
+    assert score_file(str(src), str(out), scorer, changed).resumed_from == 0
+    assert "p_label" in read_output(out)[0] and not checkpoint_path(out).exists()
+
+
 def test_resume_refuses_a_changed_input_or_options(tmp_path: Path, scorer: LocalScorer) -> None:
     src = write_input(tmp_path / "in.csv", rows_of(TEXTS * 20), "csv")
     out = tmp_path / "out.csv"

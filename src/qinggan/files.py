@@ -16,9 +16,10 @@ that changes the output. The data is fsynced before the checkpoint is replaced
 atomically, so a killed run leaves at worst some extra bytes or parts beyond the
 checkpoint, which a restart discards. Restarting the same command continues after the
 last checkpoint (``--resume`` insists on one, ``--no-resume`` starts over); a changed
-input or option is refused. When the input ends, the partial file (or the Parquet parts
-joined into one file) is renamed onto ``OUT`` and the checkpoint removed, so a file at
-``OUT`` is always complete.
+input or option is refused. When the input ends, the checkpoint is marked finished, the
+partial file (or the Parquet parts joined into one file) is renamed onto ``OUT`` and the
+checkpoint removed, so a file at ``OUT`` is always complete; a run killed between the
+rename and the removal is recognised as complete when restarted.
 """
 
 from __future__ import annotations
@@ -745,6 +746,8 @@ class ParquetSink(Sink):
                     pending, rows = [], 0
             if pending or self.parts == 0:
                 writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table())
+        with open(partial, "rb") as fh:  # durable before it becomes OUT
+            os.fsync(fh.fileno())
         os.replace(partial, self.path)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
 
@@ -946,6 +949,16 @@ def _run(
         saved = None if options.resume is False else load_checkpoint(output)
         if options.resume is False:
             clear_run_files(output)
+        if saved is not None and saved.get("finished") and output.is_file():
+            # Killed between renaming the finished output into place and removing the
+            # checkpoint: the output is complete. The same run has nothing left to do.
+            clear_run_files(output)
+            if saved.get("fingerprint") == current:
+                summary.rows = summary.resumed_from = int(saved["rows"])
+                summary.errors = int(saved.get("errors", 0))
+                summary.truncated = int(saved.get("truncated", 0))
+                return summary
+            saved = None
         if options.resume and saved is None:
             raise ResumeError(
                 f"nothing to resume: no checkpoint {checkpoint_path(output)} "
@@ -984,7 +997,7 @@ def _run(
     error_index = pred_schema.get_field_index(f"{options.prefix}error")
     truncated_index = pred_schema.get_field_index(f"{options.prefix}truncated")
 
-    def save_checkpoint() -> None:
+    def save_checkpoint(*, finished: bool = False) -> None:
         state = sink.sync()
         if checkpointing:
             write_json_atomic(
@@ -996,6 +1009,7 @@ def _run(
                     "errors": summary.errors,
                     "truncated": summary.truncated,
                     "sink": state,
+                    "finished": finished,  # the input is exhausted: only the rename is left
                 },
             )
 
@@ -1033,7 +1047,7 @@ def _run(
                 if on_progress is not None:
                     on_progress(summary)
             if checkpointing:
-                save_checkpoint()
+                save_checkpoint(finished=True)
             sink.finish(source, pred_schema)
             if checkpointing:
                 checkpoint_path(output).unlink(missing_ok=True)
