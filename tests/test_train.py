@@ -140,24 +140,24 @@ def test_reader_matches_the_c_engine() -> None:
 @pytest.mark.data
 def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Path) -> None:
     import qinggan
+    from qinggan.errors import QingganError
     from qinggan.train.loop import TrainConfig, train
 
-    out = train(
-        TrainConfig(
-            data_dir=str(data_dir),
-            out_dir=str(tmp_path / "bundle"),
-            layers=1,
-            sources=["weibo"],
-            max_train_rows=96,
-            dev_rows=48,
-            batch_size=16,
-            max_len=48,
-            export_max_len=64,
-            eval_every=3,
-            epochs=1,
-            seed=3,
-        )  # fmt: skip
-    )
+    config = dict(
+        data_dir=str(data_dir),
+        out_dir=str(tmp_path / "bundle"),
+        layers=1,
+        sources=["weibo"],
+        max_train_rows=96,
+        dev_rows=48,
+        batch_size=16,
+        max_len=48,
+        export_max_len=64,
+        eval_every=3,
+        epochs=1,
+        seed=3,
+    )  # fmt: skip
+    out = train(TrainConfig(**config))
     clf = qinggan.load(out)
     m = clf.bundle.manifest
     assert m.text_prefix == "query: " and m.labels == ("Negative", "Positive")
@@ -169,3 +169,15 @@ def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Pat
     assert abs(sum(preds[0].scores.values()) - 1.0) < 1e-6
     fp32 = qinggan.load(out, variant="fp32")
     assert fp32.predict(["还行"])[0].label in ("Negative", "Positive")
+
+    # A second stage from the saved weights, with a learning rate too small to move them,
+    # reproduces the first stage's model; a different shape is refused before training.
+    saved = tmp_path / "bundle.pt"
+    stage2 = dict(config, out_dir=str(tmp_path / "stage2"), init=str(saved), lr=1e-12, epochs=0.2)
+    again = qinggan.load(train(TrainConfig(**stage2)), variant="fp32")
+    texts = ["这家酒店服务很好，下次还来", "太差了", "还行吧"]
+    for before, after in zip(fp32.predict(texts), again.predict(texts), strict=True):
+        assert after.scores == pytest.approx(before.scores, abs=1e-4)
+    assert again.bundle.manifest.training["config"]["init"] == str(saved)
+    with pytest.raises(QingganError, match="differs from this run"):
+        train(TrainConfig(**dict(stage2, layers=2)))

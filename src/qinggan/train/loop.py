@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 13
     threads: int = 2
     name: str | None = None
+    init: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
@@ -82,6 +83,24 @@ class TrainConfig:
         cfg.lr = self.lr or float(preset["lr"])  # type: ignore[arg-type]
         cfg.name = self.name or self.preset
         return cfg
+
+
+def load_earlier_run(model: SentimentModel, path: str) -> None:
+    """Continue from the weights an earlier run saved (``OUT.pt``); same layers and data."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise QingganError(
+            f"--init {path}: not a weights file saved by qinggan train ({exc})"
+        ) from exc
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise QingganError(f"--init {path}: not a weights file saved by qinggan train")
+    if saved.get("encoder") != model.encoder.cfg.to_dict():
+        raise QingganError(
+            f"--init {path}: its encoder {saved.get('encoder')} differs from this run's "
+            f"{model.encoder.cfg.to_dict()} (use the same --layers, data and sources)"
+        )
+    model.load_state_dict(saved["state_dict"])
 
 
 def set_seed(seed: int) -> None:
@@ -184,6 +203,9 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     model = SentimentModel(enc_cfg, num_labels=2, dropout=cfg.dropout)
     load_e5_weights(model.encoder, image, kept)
     del image
+    if cfg.init:
+        load_earlier_run(model, cfg.init)
+        console.print(f"weights from the earlier run {cfg.init}")
     if cfg.freeze_embeddings:  # the dense AdamW update of ~10M embedding rows halves CPU speed
         model.encoder.word.weight.requires_grad_(False)
 
