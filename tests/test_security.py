@@ -11,12 +11,16 @@
   would only see a time-out).
 * Security headers on every response, error responses and 500s included.
 * Default bind address 127.0.0.1; no ``Server`` banner; the key never reaches a log.
+* A client that stalls mid-request (or never sends one) gets 408 and is closed after the
+  read timeout; a slow upload that keeps sending and an idle keep-alive connection do not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import http.client
+import json
 import socket
 import subprocess
 import sys
@@ -400,3 +404,77 @@ def test_header_flood_is_refused_without_growing_memory(tiny_bundle):
         with server.client() as client:
             big_but_fine = {"x-pad": "a" * 16_000}  # well under the cap
             assert client.get("/health", headers=big_but_fine).status_code == 200
+
+
+# -- stalled clients --------------------------------------------------------------------
+
+READ_TIMEOUT_S = 1.0
+JSON_HEADERS = {"Content-Type": "application/json"}
+STALLED_REQUESTS = {
+    "nothing": b"",
+    "part of the head": b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Ty",
+    "part of the body": b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+    b'\r\nContent-Length: 40\r\n\r\n{"text": ',
+}
+
+
+@pytest.fixture(scope="module")
+def short_read_timeout(tiny_bundle: Bundle) -> Iterator[ServerProcess]:
+    env = {"QINGGAN_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}
+    with ServerProcess(tiny_bundle.path, env=env) as proc:
+        yield proc
+
+
+def _read_until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed."""
+    started, data = time.monotonic(), b""
+    sock.settimeout(limit_s)
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data, time.monotonic() - started
+
+
+@pytest.mark.parametrize("sent", STALLED_REQUESTS.values(), ids=STALLED_REQUESTS.keys())
+def test_a_stalled_request_gets_408_and_is_closed(short_read_timeout, sent):
+    with socket.create_connection(("127.0.0.1", short_read_timeout.port), timeout=10) as sock:
+        sock.sendall(sent)
+        reply, waited = _read_until_closed(sock, limit_s=10)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), reply
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert READ_TIMEOUT_S * 0.8 <= waited < READ_TIMEOUT_S + 5
+    with short_read_timeout.client() as client:  # nobody else was affected
+        assert client.post("/analyze", json={"text": "很好"}).status_code == 200
+
+
+def test_a_slow_upload_that_keeps_sending_is_not_cut_off(short_read_timeout):
+    body = json.dumps({"text": "这家酒店服务很好"}).encode()
+    head = (
+        b"POST /analyze HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", short_read_timeout.port), timeout=10) as sock:
+        started = time.monotonic()
+        for piece in [head[:20], head[20:], *(body[i : i + 8] for i in range(0, len(body), 8))]:
+            sock.sendall(piece)
+            time.sleep(READ_TIMEOUT_S * 0.5)
+        assert time.monotonic() - started > READ_TIMEOUT_S * 2  # longer than one timeout
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200, response.read()
+        assert json.loads(response.read())["label"] in ("Positive", "Negative")
+
+
+def test_an_idle_keep_alive_connection_is_not_sent_a_408(short_read_timeout):
+    """Between requests only uvicorn's keep-alive timeout applies (5 s): no stray 408."""
+    conn = http.client.HTTPConnection("127.0.0.1", short_read_timeout.port, timeout=10)
+    try:
+        for text in ("很好", "太差了"):  # the second on the same socket, after an idle pause
+            conn.request("POST", "/analyze", json.dumps({"text": text}), JSON_HEADERS)
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+            time.sleep(READ_TIMEOUT_S * 2)
+    finally:
+        conn.close()

@@ -448,6 +448,10 @@ def serve(
     request_timeout_s: Annotated[
         float | None, _opt("--request-timeout", "Seconds before a queued request gets 504 [30].")
     ] = None,
+    read_timeout_s: Annotated[
+        float | None,
+        _opt("--read-timeout", "Seconds a client may stall mid-request before 408 [30]."),
+    ] = None,
     api_key: Annotated[
         str | None,
         _opt("--api-key", "Require this key on the API (prefer the env var QINGGAN_API_KEY)."),
@@ -481,6 +485,7 @@ def serve(
             "max_wait_ms": max_wait_ms,
             "max_queue": max_queue,
             "request_timeout_s": request_timeout_s,
+            "read_timeout_s": read_timeout_s,
             "api_key": api_key,
             "cors_origins": cors_origins,
             "log_level": log_level,

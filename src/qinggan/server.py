@@ -805,7 +805,7 @@ def run(settings: Settings, classifier: Any) -> None:
         access_log=settings.access_log,
         server_header=False,
         lifespan="on",
-        http=bounded_http_protocol(),
+        http=bounded_http_protocol(settings.read_timeout_s),
         # Every accepted request ends within its deadline; this only bounds stragglers
         # such as a client that trickles its body forever.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
@@ -820,13 +820,21 @@ def run(settings: Settings, classifier: Any) -> None:
 MAX_REQUEST_HEAD_BYTES = 65_536  # request line + headers; nginx allows 4 x 8 kB by default
 
 
-def bounded_http_protocol() -> Any:
-    """uvicorn's httptools protocol with a cap on the request head ("auto" without httptools).
+def bounded_http_protocol(read_timeout_s: float = 30.0) -> Any:
+    """uvicorn's httptools protocol with limits on what one client can hold ("auto" without
+    httptools).
 
-    uvicorn buffers the URL and header lines of a request without any limit (100 MB of
-    headers grew the process by 118 MB; see docs/reliability.md). Past
-    ``MAX_REQUEST_HEAD_BYTES`` this raises inside the parser callback, which uvicorn turns
-    into its plain ``400 Invalid HTTP request`` and a closed connection.
+    - **Request head size.** uvicorn buffers the URL and header lines of a request without
+      any limit (100 MB of headers grew the process by 118 MB; see docs/reliability.md).
+      Past ``MAX_REQUEST_HEAD_BYTES`` this raises inside the parser callback, which uvicorn
+      turns into its plain ``400 Invalid HTTP request`` and a closed connection.
+    - **Read timeout.** uvicorn only times out idle keep-alive connections: a client that
+      connects and sends nothing, or sends part of a request and stops, holds its
+      connection (and mid-body a pending request) forever. Here a connection whose request
+      is incomplete gets ``408`` and is closed when no bytes arrive for ``read_timeout_s``
+      (like nginx's client header/body timeouts: a slow upload that keeps sending is fine).
+      The timer never runs while the request is complete and the app is answering it, nor
+      while uvicorn has paused reading because the app has not consumed the body yet.
     """
     try:
         import httptools
@@ -834,12 +842,42 @@ def bounded_http_protocol() -> Any:
     except ImportError:
         return "auto"
 
+    timeout_body = _error_bytes(
+        "request_timeout", f"no request bytes received for {read_timeout_s:g} s"
+    )
+    timeout_response = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(timeout_body), timeout_body)
+    )
+
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
+        _reading = True  # a request (or the connection's first) has not fully arrived
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_read_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # parser callbacks update ``_reading``
+            if self._reading:
+                self._arm_read_timer()
+            else:
+                self._disarm_read_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_read_timer()
+            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             self._head_bytes = 0
+            self._reading = True
             super().on_message_begin()
+
+        def on_message_complete(self) -> None:
+            self._reading = False
+            super().on_message_complete()
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
@@ -853,6 +891,27 @@ def bounded_http_protocol() -> Any:
             self._head_bytes += size
             if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
                 raise httptools.HttpParserError("request head too large")
+
+        def _arm_read_timer(self) -> None:
+            self._disarm_read_timer()
+            self._read_timer = self.loop.call_later(read_timeout_s, self._read_timed_out)
+
+        def _disarm_read_timer(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if self.transport.is_closing() or not self._reading:
+                return
+            if self.flow.read_paused:  # waiting on the app, not on the client
+                self._arm_read_timer()
+                return
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(timeout_response)
+            log.info("closed a connection that sent no bytes for %g s", read_timeout_s)
+            self.transport.close()
 
     return BoundedHttpToolsProtocol
 

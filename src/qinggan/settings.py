@@ -43,6 +43,7 @@ class Settings:
     max_wait_ms: float = 2.0
     max_queue: int = 1024
     request_timeout_s: float = 30.0
+    read_timeout_s: float = 30.0
     api_key: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
@@ -67,8 +68,9 @@ class Settings:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if not self.request_timeout_s > 0:
-            problems.append(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+        for name in ("request_timeout_s", "read_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.log_level not in LOG_LEVELS:
             problems.append(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
