@@ -173,8 +173,13 @@ def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Pat
     # A second stage from the saved weights, with a learning rate too small to move them,
     # reproduces the first stage's model; a different shape is refused before training.
     saved = tmp_path / "bundle.pt"
-    stage2 = dict(config, out_dir=str(tmp_path / "stage2"), init=str(saved), lr=1e-12, epochs=0.2)
+    stage2 = dict(config, out_dir=str(tmp_path / "stage2"), init=str(saved), lr=1e-12, max_steps=2)
     again = qinggan.load(train(TrainConfig(**stage2)), variant="fp32")
+    assert (
+        again.bundle.manifest.training["steps"]
+        == 2
+        < again.bundle.manifest.training["planned_steps"]
+    )
     texts = ["这家酒店服务很好，下次还来", "太差了", "还行吧"]
     for before, after in zip(fp32.predict(texts), again.predict(texts), strict=True):
         assert after.scores == pytest.approx(before.scores, abs=1e-4)

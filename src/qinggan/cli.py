@@ -326,6 +326,15 @@ def train(
     max_minutes: Annotated[
         float | None, typer.Option("--max-minutes", help="Stop after this long.")
     ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            min=1,
+            help="Stop after this many steps; the learning-rate schedule still spans "
+            "--epochs (replays a run that --max-minutes stopped).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 13,
     threads: Annotated[int, typer.Option("--threads", min=1)] = 2,
     train_embeddings: Annotated[
@@ -367,6 +376,7 @@ def train(
             eval_every=eval_every,
             patience=patience,
             max_minutes=max_minutes,
+            max_steps=max_steps,
             seed=seed,
             threads=threads,
             freeze_embeddings=not train_embeddings,

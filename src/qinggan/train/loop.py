@@ -68,6 +68,7 @@ class TrainConfig:
     eval_every: int = 400
     patience: int = 4
     max_minutes: float | None = None
+    max_steps: int | None = None
     seed: int = 13
     threads: int = 2
     name: str | None = None
@@ -263,7 +264,8 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                 loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
                 progress.update(task, advance=1, loss=loss_ema)
                 timed_out = deadline is not None and time.time() > deadline
-                if step % cfg.eval_every == 0 or step == total_steps or timed_out:
+                cut = cfg.max_steps is not None and step >= cfg.max_steps
+                if step % cfg.eval_every == 0 or step == total_steps or timed_out or cut:
                     acc = dev_accuracy()
                     history.append(
                         {"step": step, "loss": round(loss_ema, 4), "dev_accuracy": round(acc, 4)}
@@ -283,6 +285,8 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                             stop_reason = f"early stop: no dev gain in {cfg.patience} evaluations"
                 if timed_out and stop_reason == "completed":
                     stop_reason = f"time budget of {cfg.max_minutes} min reached"
+                if cut and stop_reason == "completed":
+                    stop_reason = f"--max-steps {cfg.max_steps} reached"
                 if step >= total_steps or stop_reason != "completed":
                     break
     train_seconds = time.time() - started
