@@ -439,6 +439,9 @@ def test_malformed_http_keeps_the_server_up(server, data):
     response = raw_request(server.port, data, timeout=2)
     if response is not None:
         assert response.status < 500, response
+        if response.status >= 400:  # from the app or from the protocol layer: same shape
+            assert_json_error(response.status, response.headers, response.body)
+            assert "nosniff" in response.headers.get("x-content-type-options", ""), response
 
 
 def test_short_body_then_silence_times_out_or_waits(server):

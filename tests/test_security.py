@@ -398,7 +398,7 @@ def test_header_flood_is_refused_without_growing_memory(tiny_bundle):
             except ConnectionResetError:
                 pass
             grown = process.memory_info().rss - before
-        assert not reply or reply.startswith(b"HTTP/1.1 400"), reply
+        assert not reply or reply.startswith(b"HTTP/1.1 431"), reply
         assert server.alive()
         assert grown < 8_000_000, f"RSS grew by {grown / 1e6:.0f} MB"
         with server.client() as client:

@@ -820,14 +820,27 @@ def run(settings: Settings, classifier: Any) -> None:
 MAX_REQUEST_HEAD_BYTES = 65_536  # request line + headers; nginx allows 4 x 8 kB by default
 
 
+def raw_error_response(status: bytes, code: str, message: str) -> bytes:
+    """A complete error response for the protocol layer (below the app): the API's JSON
+    error shape and security headers, then the connection is closed."""
+    body = _error_bytes(code, message)
+    headers = b"".join(b"%s: %s\r\n" % pair for pair in STRICT_HEADERS)
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"%sconnection: close\r\n\r\n%s" % (status, len(body), headers, body)
+    )
+
+
 def bounded_http_protocol(read_timeout_s: float = 30.0) -> Any:
     """uvicorn's httptools protocol with limits on what one client can hold ("auto" without
     httptools).
 
     - **Request head size.** uvicorn buffers the URL and header lines of a request without
       any limit (100 MB of headers grew the process by 118 MB; see docs/reliability.md).
-      Past ``MAX_REQUEST_HEAD_BYTES`` this raises inside the parser callback, which uvicorn
-      turns into its plain ``400 Invalid HTTP request`` and a closed connection.
+      Past ``MAX_REQUEST_HEAD_BYTES`` this raises inside the parser callback: ``431`` and a
+      closed connection.
+    - **Errors in the API's shape.** Bytes that are not HTTP get ``400`` with the JSON error
+      body and security headers instead of uvicorn's plain text.
     - **Read timeout.** uvicorn only times out idle keep-alive connections: a client that
       connects and sends nothing, or sends part of a request and stops, holds its
       connection (and mid-body a pending request) forever. Here a connection whose request
@@ -842,16 +855,21 @@ def bounded_http_protocol(read_timeout_s: float = 30.0) -> Any:
     except ImportError:
         return "auto"
 
-    timeout_body = _error_bytes(
-        "request_timeout", f"no request bytes received for {read_timeout_s:g} s"
+    timeout_response = raw_error_response(
+        b"408 Request Timeout", "request_timeout", f"no request bytes for {read_timeout_s:g} s"
     )
-    timeout_response = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(timeout_body), timeout_body)
+    invalid_response = raw_error_response(
+        b"400 Bad Request", "invalid_http", "the request is not valid HTTP/1.1"
+    )
+    head_too_large_response = raw_error_response(
+        b"431 Request Header Fields Too Large",
+        "headers_too_large",
+        f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes",
     )
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
+        _head_too_large = False
         _reading = True  # a request (or the connection's first) has not fully arrived
         _read_timer: asyncio.TimerHandle | None = None
 
@@ -890,7 +908,15 @@ def bounded_http_protocol(read_timeout_s: float = 30.0) -> Any:
         def _count(self, size: int) -> None:
             self._head_bytes += size
             if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._head_too_large = True
                 raise httptools.HttpParserError("request head too large")
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes that do not parse, in the API's JSON error shape."""
+            self.transport.write(
+                head_too_large_response if self._head_too_large else invalid_response
+            )
+            self.transport.close()
 
         def _arm_read_timer(self) -> None:
             self._disarm_read_timer()
