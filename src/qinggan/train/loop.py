@@ -41,6 +41,7 @@ from .vocab import build_tokenizer, full_vocab, prune_vocab
 
 LABELS = ["Negative", "Positive"]
 TEXT_PREFIX = "query: "
+PLAIN_LOG_SECONDS = 60.0  # without a terminal (nohup, CI) a progress line this often
 PRESETS: dict[str, dict[str, object]] = {
     "fast": {"layers": 4, "lr": 1e-4},
     "accurate": {"layers": 12, "lr": 5e-5},
@@ -246,6 +247,8 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    plain_log = not console.is_terminal  # rich draws no live bar there
+    last_log, first_step_at = time.time(), time.time()
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("training", total=total_steps, loss=float("nan"), dev="-")
         lengths = [len(s) for s in train_ids]
@@ -263,6 +266,14 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                 step += 1
                 loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
                 progress.update(task, advance=1, loss=loss_ema)
+                if plain_log and time.time() - last_log >= PLAIN_LOG_SECONDS:
+                    last_log = time.time()
+                    per_step = (last_log - first_step_at) / step
+                    progress.console.print(
+                        f"step {step}/{total_steps}  loss {loss_ema:.4f}  "
+                        f"{cfg.batch_size / per_step:.1f} texts/s  "
+                        f"~{(total_steps - step) * per_step / 60:.0f} min left"
+                    )
                 timed_out = deadline is not None and time.time() > deadline
                 cut = cfg.max_steps is not None and step >= cfg.max_steps
                 if step % cfg.eval_every == 0 or step == total_steps or timed_out or cut:
