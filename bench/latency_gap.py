@@ -1,9 +1,13 @@
 """Where one client's time goes: in-process single-text latency vs sequential HTTP on the
 same texts, with the server's own stage times (``x-inference-time``, ``x-total-time``).
 
-    python bench/latency_gap.py MODEL [--texts 150] [--data ../shared/data]
+    python bench/latency_gap.py MODEL [--texts 150] [--data ../shared/data] [--rounds 5]
 
-Prints one line of medians. Uses httpx (a Python client: its own cost is in "HTTP").
+Prints one line of medians per round. Uses httpx (a Python client: its own cost is in
+"HTTP"); ``--wrk`` adds a ``wrk -c1`` pass over the same texts. With ``--rounds R`` the
+in-process and HTTP passes alternate (A B, B A, ...) in one process next to one running
+server, so drift of this noisy VM hits both sides alike; the last line is the median of
+the per-round differences and their range.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def main() -> None:
     parser.add_argument(
         "--bench-texts", action="store_true", help="the first N of bench/serve.py's text list"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating in-process/HTTP rounds")
+    parser.add_argument("--wrk", action="store_true", help="also a wrk -c1 pass each round")
     args = parser.parse_args()
     if args.bench_texts:
         from corpus import load_texts
@@ -76,16 +82,20 @@ def main() -> None:
     clf = qinggan.load(args.model, threads=2)
     for text in texts[:10]:
         clf.predict([text])
-    in_process = []
-    for text in texts:
-        t0 = time.perf_counter()
-        clf.predict([text])
-        in_process.append((time.perf_counter() - t0) * 1000)
-    del clf
+
+    def in_process_pass() -> list[float]:
+        latencies = []
+        for text in texts:
+            t0 = time.perf_counter()
+            clf.predict([text])
+            latencies.append((time.perf_counter() - t0) * 1000)
+        return latencies
 
     argv = [sys.executable, "-m", "qinggan.cli", "serve", "--model", args.model]
     argv += ["--port", str(args.port), "--threads", "2"]
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    med = statistics.median
+    gaps: list[float] = []
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=30)
         deadline = time.monotonic() + 120
@@ -99,22 +109,62 @@ def main() -> None:
             burst(args.port, texts, args.burst_s)
         for text in texts[:10]:
             client.post("/analyze", json={"text": text})
-        http, total, inference = [], [], []
-        for text in texts:
-            time.sleep(args.pause_ms / 1000)
-            t0 = time.perf_counter()
-            response = client.post("/analyze", json={"text": text})
-            http.append((time.perf_counter() - t0) * 1000)
-            total.append(float(response.headers["x-total-time"]))
-            inference.append(float(response.headers["x-inference-time"]))
+
+        def http_pass() -> tuple[list[float], list[float], list[float]]:
+            http, total, inference = [], [], []
+            for text in texts:
+                time.sleep(args.pause_ms / 1000)
+                t0 = time.perf_counter()
+                response = client.post("/analyze", json={"text": text})
+                http.append((time.perf_counter() - t0) * 1000)
+                total.append(float(response.headers["x-total-time"]))
+                inference.append(float(response.headers["x-inference-time"]))
+            return http, total, inference
+
+        for round_ in range(args.rounds):
+            if round_ % 2 == 0:
+                in_process = in_process_pass()
+                started = time.perf_counter()
+                http, total, inference = http_pass()
+            else:
+                started = time.perf_counter()
+                http, total, inference = http_pass()
+                in_process = in_process_pass()
+            http_s = time.perf_counter() - started
+            line = (
+                f"{args.model}: round {round_ + 1}: in-process p50 {med(in_process):.2f} ms | "
+                f"HTTP p50 {med(http):.2f} | server total {med(total):.2f} | "
+                f"server model call {med(inference):.2f}"
+            )
+            if args.wrk:
+                line += f" | wrk c=1 p50 {wrk_p50(args.port, texts, http_s):.2f}"
+            print(line, flush=True)
+            gaps.append(med(http) - med(in_process))
     finally:
         server.terminate()
         server.wait()
-    med = statistics.median
-    print(
-        f"{args.model}: in-process p50 {med(in_process):.2f} ms | HTTP p50 {med(http):.2f} | "
-        f"server total {med(total):.2f} | server model call {med(inference):.2f}"
-    )
+    if args.rounds > 1:
+        print(
+            f"HTTP minus in-process p50 over {args.rounds} rounds: median {med(gaps):+.2f} ms "
+            f"(range {min(gaps):+.2f} .. {max(gaps):+.2f})"
+        )
+
+
+def wrk_p50(port: int, texts: list[str], seconds: float) -> float:
+    """p50 (ms) of ``wrk -c1`` cycling through ``texts`` for ``seconds``."""
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as bodies:
+        bodies.write("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n")
+        bodies.flush()
+        lua = Path(__file__).with_name("wrk_bodies.lua")
+        url = f"http://127.0.0.1:{port}/analyze"
+        argv = ["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(lua), url]
+        done = subprocess.run([*argv, "--", bodies.name], capture_output=True, check=True)
+    line = next(x for x in done.stdout.decode().splitlines() if x.startswith("WRK_JSON "))
+    summary = json.loads(line.removeprefix("WRK_JSON "))
+    return float(summary["latency_us"]["p50"]) / 1000
 
 
 if __name__ == "__main__":
