@@ -48,7 +48,8 @@ def burst(port: int, texts: list[str], seconds: float) -> None:
         bodies.flush()
         lua = Path(__file__).with_name("wrk_bodies.lua")
         url = f"http://127.0.0.1:{port}/analyze"
-        argv = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(lua), url, "--", bodies.name]
+        argv = ["wrk", "-t16", "-c16", f"-d{seconds:g}s", "-s", str(lua), url]
+        argv += ["--", bodies.name, "16"]
         subprocess.run(argv, capture_output=True, check=True)
 
 
@@ -161,7 +162,7 @@ def wrk_p50(port: int, texts: list[str], seconds: float) -> float:
         lua = Path(__file__).with_name("wrk_bodies.lua")
         url = f"http://127.0.0.1:{port}/analyze"
         argv = ["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(lua), url]
-        done = subprocess.run([*argv, "--", bodies.name], capture_output=True, check=True)
+        done = subprocess.run([*argv, "--", bodies.name, "1"], capture_output=True, check=True)
     line = next(x for x in done.stdout.decode().splitlines() if x.startswith("WRK_JSON "))
     summary = json.loads(line.removeprefix("WRK_JSON "))
     return float(summary["latency_us"]["p50"]) / 1000
