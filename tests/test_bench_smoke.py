@@ -109,3 +109,37 @@ def test_report_renders_smoke_like_results(tmp_path: Path, monkeypatch: pytest.M
     assert "| qinggan-int8 | 5.0× more |" in text
     assert "10.0× faster" in text  # sequential p50 50 ms -> 5 ms
     assert "91 %" in text  # 10 req/s over HTTP vs 11 texts/s in process
+
+
+@pytest.mark.slow
+def test_wrk_latencies_are_the_requests_own(tiny_bundle, tmp_path: Path) -> None:
+    """With one connection the requests' latencies can add up to at most the run's length
+    (wrk's own statistics, "corrected" for coordinated omission, broke this)."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    from serverproc import ServerProcess
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import loadgen
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    texts = ["好", "很好，下次还来" * 20, "差", "服务一般般，环境还行" * 10]
+    bodies = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+    gen = loadgen.LoadGenerator("wrk", bodies, timeout_s=10)
+    try:
+        with ServerProcess(tiny_bundle.path) as server:
+            for connections in (1, 4):
+                result = gen.run(
+                    f"{server.base_url}/analyze", connections=connections, duration_s=2
+                )
+                lat = result.latency_ms
+                assert result.ok > 0 and result.errors == 0
+                assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+                busy_s = result.ok * lat["mean"] / 1000  # summed over the connections
+                assert busy_s <= connections * result.duration_s * 1.01, (result, busy_s)
+                assert result.wrk_corrected_ms is not None
+    finally:
+        gen.close()
