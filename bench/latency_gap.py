@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import random
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+import loadgen
 
 import qinggan
 
@@ -38,19 +40,16 @@ def texts_from(data: Path, n: int) -> list[str]:
     return texts[:n]
 
 
-def burst(port: int, texts: list[str], seconds: float) -> None:
-    """``wrk`` at 16 connections for ``seconds`` over ``texts`` (needs wrk on PATH)."""
-    import json
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as bodies:
-        bodies.write("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n")
-        bodies.flush()
-        lua = Path(__file__).with_name("wrk_bodies.lua")
-        url = f"http://127.0.0.1:{port}/analyze"
-        argv = ["wrk", "-t16", "-c16", f"-d{seconds:g}s", "-s", str(lua), url]
-        argv += ["--", bodies.name, "16"]
-        subprocess.run(argv, capture_output=True, check=True)
+def wrk_load(port: int, texts: list[str], connections: int, seconds: float) -> loadgen.LoadResult:
+    """``wrk`` at ``connections`` for ``seconds`` cycling through ``texts`` (needs wrk)."""
+    bodies = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+    gen = loadgen.LoadGenerator("wrk", bodies, timeout_s=30)
+    try:
+        return gen.run(
+            f"http://127.0.0.1:{port}/analyze", connections=connections, duration_s=seconds
+        )
+    finally:
+        gen.close()
 
 
 def main() -> None:
@@ -107,7 +106,7 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.05)
         if args.burst_s > 0:
-            burst(args.port, texts, args.burst_s)
+            wrk_load(args.port, texts, 16, args.burst_s)
         for text in texts[:10]:
             client.post("/analyze", json={"text": text})
 
@@ -138,7 +137,8 @@ def main() -> None:
                 f"server model call {med(inference):.2f}"
             )
             if args.wrk:
-                line += f" | wrk c=1 p50 {wrk_p50(args.port, texts, http_s):.2f}"
+                wrk_p50 = wrk_load(args.port, texts, 1, http_s).latency_ms["p50"]
+                line += f" | wrk c=1 p50 {wrk_p50:.2f}"
             print(line, flush=True)
             gaps.append(med(http) - med(in_process))
     finally:
@@ -149,23 +149,6 @@ def main() -> None:
             f"HTTP minus in-process p50 over {args.rounds} rounds: median {med(gaps):+.2f} ms "
             f"(range {min(gaps):+.2f} .. {max(gaps):+.2f})"
         )
-
-
-def wrk_p50(port: int, texts: list[str], seconds: float) -> float:
-    """p50 (ms) of ``wrk -c1`` cycling through ``texts`` for ``seconds``."""
-    import json
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as bodies:
-        bodies.write("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n")
-        bodies.flush()
-        lua = Path(__file__).with_name("wrk_bodies.lua")
-        url = f"http://127.0.0.1:{port}/analyze"
-        argv = ["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(lua), url]
-        done = subprocess.run([*argv, "--", bodies.name, "1"], capture_output=True, check=True)
-    line = next(x for x in done.stdout.decode().splitlines() if x.startswith("WRK_JSON "))
-    summary = json.loads(line.removeprefix("WRK_JSON "))
-    return float(summary["latency_us"]["p50"]) / 1000
 
 
 if __name__ == "__main__":
