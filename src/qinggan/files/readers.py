@@ -139,9 +139,7 @@ class CsvSource(ArrowSource):
         self._raw: pa.NativeFile | None = None
         stream, raw = _open_native(path, compressed)
         try:
-            reader = pa_csv.open_csv(
-                stream, read_options=self._read_options(), parse_options=self._parse_options()
-            )
+            reader = self._open(stream)
             self.columns = list(reader.schema.names)
             del reader
         except (pa.ArrowInvalid, OSError, EOFError) as exc:
@@ -155,11 +153,16 @@ class CsvSource(ArrowSource):
                 "pass --text-column"
             )
 
-    def _read_options(self) -> pa_csv.ReadOptions:
-        return pa_csv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False)
-
-    def _parse_options(self) -> pa_csv.ParseOptions:
-        return pa_csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True)
+    def _open(
+        self, stream: pa.NativeFile, convert: pa_csv.ConvertOptions | None = None
+    ) -> pa_csv.CSVStreamingReader:
+        """A streaming reader over ``stream`` with this file's block size and delimiter."""
+        return pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+            convert_options=convert,
+        )
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         stream, self._raw = _open_native(self.path, self.compressed)
@@ -169,12 +172,7 @@ class CsvSource(ArrowSource):
             quoted_strings_can_be_null=False,
         )
         try:
-            reader = pa_csv.open_csv(
-                stream,
-                read_options=self._read_options(),
-                parse_options=self._parse_options(),
-                convert_options=convert,
-            )
+            reader = self._open(stream, convert)
             while True:
                 try:
                     batch = reader.read_next_batch()
@@ -192,12 +190,7 @@ class CsvSource(ArrowSource):
             column_types={self.text_column: pa.string()}, include_columns=[self.text_column]
         )
         try:
-            reader = pa_csv.open_csv(
-                stream,
-                read_options=self._read_options(),
-                parse_options=self._parse_options(),
-                convert_options=convert,
-            )
+            reader = self._open(stream, convert)
             return sum(batch.num_rows for batch in reader)
         except pa.ArrowInvalid:
             return None  # the scoring pass reports the problem

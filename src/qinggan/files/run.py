@@ -163,9 +163,7 @@ def _run(
             # checkpoint: the output is complete. The same run has nothing left to do.
             clear_run_files(output)
             if saved.get("fingerprint") == current:
-                summary.rows = summary.resumed_from = int(saved["rows"])
-                summary.errors = int(saved.get("errors", 0))
-                summary.truncated = int(saved.get("truncated", 0))
+                _restore_counts(summary, saved)
                 return summary
             saved = None
         if options.resume and saved is None:
@@ -180,11 +178,8 @@ def _run(
                     f"cannot resume {output_path}: {reason}. Run the original command again, "
                     "or pass --no-resume to start over."
                 )
-            skip = int(saved["rows"])
+            skip = _restore_counts(summary, saved)
             sink_state = saved.get("sink", {})
-            summary.rows = summary.resumed_from = skip
-            summary.errors = int(saved.get("errors", 0))
-            summary.truncated = int(saved.get("truncated", 0))
         elif not options.resume:
             clear_run_files(output)
 
@@ -266,6 +261,14 @@ def _run(
         sink.abort()
         raise
     return summary
+
+
+def _restore_counts(summary: Summary, saved: dict[str, Any]) -> int:
+    """Carry a checkpoint's counts into ``summary``; returns the rows already written."""
+    summary.rows = summary.resumed_from = int(saved["rows"])
+    summary.errors = int(saved.get("errors", 0))
+    summary.truncated = int(saved.get("truncated", 0))
+    return summary.rows
 
 
 def _check_frozen_columns(frozen: list[str], columns: list[str]) -> None:
