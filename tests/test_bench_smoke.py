@@ -143,3 +143,39 @@ def test_wrk_latencies_are_the_requests_own(tiny_bundle, tmp_path: Path) -> None
                 assert result.wrk_corrected_ms is not None
     finally:
         gen.close()
+
+
+def test_builtins_bench_measures_and_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/builtins.py times a built-in over real-looking reviews; report.py renders it."""
+    import gzip
+
+    data = tmp_path / "data" / "reviews"
+    data.mkdir(parents=True)
+    rows = ["text,label"] + [f"第{i}家店服务很好，下次还来,1" for i in range(8)]
+    with gzip.open(data / "test.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(rows) + "\n")
+    out = tmp_path / "results" / "builtins.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "builtins.py"), "--data", str(tmp_path / "data"),
+         "--models", "fast", "--texts", "8", "--rounds", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["models"]["fast"]
+    assert [r["round"] for r in result["rounds"]] == [0, 1]
+    low, high = result["single_p50_ms_range"]
+    assert 0 < low <= result["single_p50_ms"] <= high
+    assert result["texts_per_s"] > 0
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    monkeypatch.setattr(report, "RESULTS", out.parent)
+    monkeypatch.setattr(report, "FINDINGS", tmp_path / "missing.md")
+    text = report.render()
+    assert "## Built-in models, one review at a time" in text
+    assert "| `fast` |" in text and "p50 <= 3 ms" in text
