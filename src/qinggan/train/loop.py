@@ -35,7 +35,7 @@ from ..errors import QingganError
 from .calibration import fit_temperature
 from .data import read_split, sample
 from .e5 import locate_e5_file, read_e5
-from .export import export_onnx, onnx_logits, quantize_int8
+from .export import INT8_MIN_AGREEMENT, compare_variants, export_onnx, quantize_int8
 from .model import SentimentModel, encoder_config_for, load_e5_weights
 from .vocab import build_tokenizer, full_vocab, prune_vocab
 
@@ -74,6 +74,7 @@ class TrainConfig:
     threads: int = 2
     name: str | None = None
     init: str | None = None
+    int8_keep_fp32: list[str] = field(default_factory=list)
     extra: dict[str, object] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
@@ -320,18 +321,12 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     tokenizer.no_truncation()
     tokenizer.save(str(out_dir / "tokenizer.json"))
     export_onnx(model, out_dir / "model.onnx")
-    quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx")
+    quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx", keep_fp32=cfg.int8_keep_fp32)
     order, batches = eval_batches(dev_ids)
-    fp32 = onnx_logits(out_dir / "model.onnx", batches, cfg.threads)
-    int8 = onnx_logits(out_dir / "model.int8.onnx", batches, cfg.threads)
-    reference = dev_logits[order]
+    fp32, int8_parity = compare_variants(out_dir, batches, dev_labels[order], cfg.threads)
     parity = {
-        "fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - reference).max()),
-        "int8_label_agreement_vs_fp32": float((int8.argmax(1) == fp32.argmax(1)).mean()),
-        "int8_max_abs_diff_vs_fp32": float(np.abs(int8 - fp32).max()),
-        "dev_texts": len(dev_ids),
-        "dev_accuracy_fp32": float((fp32.argmax(1) == dev_labels[order]).mean()),
-        "dev_accuracy_int8": float((int8.argmax(1) == dev_labels[order]).mean()),
+        "fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - dev_logits[order]).max()),
+        **int8_parity,
     }
     console.print(f"parity: {json.dumps(parity)}")
     training = {
@@ -357,7 +352,7 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         f"torch {torch.__version__}",
         **cfg.extra,
     }
-    variant = "int8" if parity["int8_label_agreement_vs_fp32"] >= 0.99 else "fp32"
+    variant = "int8" if parity["int8_label_agreement_vs_fp32"] >= INT8_MIN_AGREEMENT else "fp32"
     write_bundle(
         out_dir,
         name=f"qinggan-{cfg.name}",
