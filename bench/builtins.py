@@ -65,8 +65,8 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(models: list[str], texts: list[str], rounds: int, threads: int) -> dict[str, Any]:
-    """Each round loads each model afresh (a server runs one model per process: sessions
-    of other models, idle but with their own thread pools, must not share the cores)."""
+    """Each round loads each model afresh for its turn, as a server process holds one model
+    (a paired check found idle sessions of other models in the process cost nothing)."""
     import gc
 
     import qinggan
