@@ -26,29 +26,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import DEFAULT_DATA, load_texts  # noqa: E402
+from engine import single_latency_ms  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "builtins.json"
-
-
-def single_ms(clf: Any, texts: list[str]) -> list[float]:
-    """Wall time of ``clf(text)`` for each text, in ms."""
-    out = []
-    for text in texts:
-        started = time.perf_counter()
-        clf(text)
-        out.append((time.perf_counter() - started) * 1000)
-    return out
 
 
 def batch_texts_per_s(clf: Any, texts: list[str]) -> float:
     started = time.perf_counter()
     clf.predict(texts)
     return len(texts) / (time.perf_counter() - started)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,13 +66,12 @@ def run(models: list[str], texts: list[str], rounds: int, threads: int) -> dict[
         for name in order:
             clf = qinggan.load(name, threads=threads)
             clf.predict(texts[:32])  # warm-up: first calls allocate arenas, page weights in
-            single_ms(clf, texts[:10])
-            latencies = single_ms(clf, batch)
+            single = single_latency_ms(clf, batch, count=len(batch))  # after 5 more warm-ups
             per_model[name].append(
                 {
                     "round": index,
-                    "p50_ms": round(statistics.median(latencies), 3),
-                    "p95_ms": round(percentile(latencies, 0.95), 3),
+                    "p50_ms": single["p50"],
+                    "p95_ms": single["p95"],
                     "texts_per_s": round(batch_texts_per_s(clf, batch), 1),
                 }
             )

@@ -15,6 +15,7 @@ from qinggan.bundle import (
     builtin_models,
     load_bundle,
     resolve_model,
+    rewrite_manifest,
     write_bundle,
 )
 from qinggan.errors import BundleError
@@ -261,3 +262,27 @@ def test_token_type_input_is_fed(tmp_path: Path) -> None:
     clf = qinggan.load(root)
     assert "token_type_ids" in clf._input_names
     assert clf("服务很好").label == "Positive"
+
+
+def test_rewrite_manifest_changes_only_what_it_is_given(bundle_dir: Path, tmp_path: Path) -> None:
+    before = (bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8")
+    rewrite_manifest(bundle_dir)
+    assert (bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8") == before
+
+    (bundle_dir / "card.md").write_text("notes", encoding="utf-8")
+    old = load_bundle(bundle_dir).manifest
+    write_bundle(bundle_dir, name=old.name, labels=old.labels, models=old.models,
+                 max_length=old.max_length, extra_files=["card.md"])  # fmt: skip
+    m = rewrite_manifest(bundle_dir, metrics={"test_accuracy": {"all": 0.9}}).manifest
+    assert m.metrics == {"test_accuracy": {"all": 0.9}}
+    assert "card.md" in m.files and m.models == old.models and m.name == old.name
+
+    # into another directory, with fewer files: what is not copied there is not listed
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    for rel in (m.tokenizer, *m.models.values()):
+        (dest / rel).write_bytes((bundle_dir / rel).read_bytes())
+    copied = rewrite_manifest(bundle_dir, out_dir=dest, extra_files=()).manifest
+    assert set(copied.files) == {m.tokenizer, *m.models.values()}
+    assert copied.metrics == m.metrics
+    assert load_bundle(bundle_dir).manifest.files == m.files  # the source is untouched

@@ -348,3 +348,25 @@ def write_bundle(
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     return load_bundle(root)
+
+
+def rewrite_manifest(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    **changes: Any,
+) -> Bundle:
+    """Write ``bundle_dir``'s manifest again with ``changes`` to its fields (e.g. ``metrics``,
+    ``parity``, ``models``), in place or into ``out_dir`` (whose files must already be
+    there); every other field is kept and checksums are recomputed, so a file that changed
+    since the manifest was written (e.g. a re-quantised graph) is listed as it is now."""
+    m = load_bundle(bundle_dir, verify=False).manifest
+    own = (
+        [f"{member['path']}/{MANIFEST_NAME}" for member in m.members]
+        if m.members
+        else [m.tokenizer, *m.models.values()]
+    )
+    fields = {k: v for k, v in asdict(m).items() if k != "files"}
+    fields["extra_files"] = [f for f in m.files if f not in own]
+    fields.update(changes)
+    return write_bundle(out_dir if out_dir is not None else bundle_dir, **fields)

@@ -103,3 +103,8 @@ def sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     if n is None or n >= len(examples):
         return list(examples)
     return random.Random(seed).sample(examples, n)
+
+
+def dev_subset(dev: list[Example], rows: int, seed: int) -> list[Example]:
+    """The dev texts a training run with ``seed`` evaluates on (early stopping, parity)."""
+    return sample(dev, rows, seed + 1)

@@ -13,10 +13,9 @@ import json
 import shutil
 import statistics
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from ..bundle import load_bundle, write_bundle
+from ..bundle import load_bundle, rewrite_manifest
 from ..engine import Classifier, load
 from ..evaluate import evaluate_examples, expand_inputs, to_markdown
 from .data import read_labelled, sample
@@ -76,16 +75,7 @@ def finalize(
         "in_process": measure_speed(clf, pool),
         "cpu": "2-core shared dev VM, ONNX Runtime",
     }
-    own = ("name", "labels", "display_labels", "max_length", "models", "files", "tokenizer")
-    fields = {k: v for k, v in asdict(m).items() if k not in own}
-    fields["metrics"] = metrics
-    extra = [f for f in m.files if f not in (m.tokenizer, *m.models.values())]
-    write_bundle(
-        bundle_dir, name=name or m.name, labels=list(m.labels),
-        display_labels=list(m.display_labels),
-        max_length=m.max_length, models=dict(m.models), tokenizer=m.tokenizer, extra_files=extra,
-        **fields,
-    )  # fmt: skip
+    rewrite_manifest(bundle_dir, name=name or m.name, metrics=metrics)
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.with_suffix(".md").write_text(to_markdown(result), encoding="utf-8")
@@ -105,14 +95,10 @@ def ship(bundle_dir: Path, dest: Path, variants: tuple[str, ...] = ("int8",)) ->
     models = {v: m.models[v] for v in variants}
     for rel in (m.tokenizer, *models.values()):
         shutil.copyfile(bundle_dir / rel, dest / rel)
-    own = ("name", "labels", "display_labels", "max_length", "models", "files", "tokenizer")
-    fields = {k: v for k, v in asdict(m).items() if k not in own}
-    if fields.get("default_variant") not in models:
-        fields["default_variant"] = variants[0]
-    write_bundle(
-        dest, name=m.name, labels=list(m.labels), display_labels=list(m.display_labels),
-        max_length=m.max_length, models=models, tokenizer=m.tokenizer, **fields,
-    )  # fmt: skip
+    default = m.default_variant if m.default_variant in models else variants[0]
+    rewrite_manifest(  # other files of the run (none today) are not shipped
+        bundle_dir, out_dir=dest, models=models, default_variant=default, extra_files=()
+    )
 
 
 def main() -> None:

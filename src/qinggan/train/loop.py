@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from ..bundle import write_bundle
 from ..errors import QingganError
 from .calibration import fit_temperature
-from .data import read_split, sample
+from .data import dev_subset, read_split, sample
 from .e5 import locate_e5_file, read_e5
 from .export import INT8_MIN_AGREEMENT, compare_variants, export_onnx, quantize_int8
 from .model import SentimentModel, encoder_config_for, load_e5_weights
@@ -195,7 +195,7 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     console.print(f"vocabulary pruned to {len(pruned.pieces):,} of {len(vocab.pieces):,} pieces")
 
     train_set = sample(train_all, cfg.max_train_rows, cfg.seed)
-    dev_set = sample(dev_all, cfg.dev_rows, cfg.seed + 1)
+    dev_set = dev_subset(dev_all, cfg.dev_rows, cfg.seed)
     train_ids = encode(tokenizer, [e.text for e in train_set], cfg.max_len)
     train_labels = np.array([e.label for e in train_set], dtype=np.int64)
     dev_ids = encode(tokenizer, [e.text for e in dev_set], cfg.export_max_len)

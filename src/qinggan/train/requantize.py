@@ -22,19 +22,19 @@ import argparse
 import json
 import re
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..bundle import load_bundle, write_bundle
+from ..bundle import load_bundle, rewrite_manifest
 from ..errors import QingganError
-from .data import read_split, sample
+from .data import dev_subset, read_split
 from .export import (
     INT8_MIN_AGREEMENT,
     compare_variants,
+    int8_difference,
     onnx_logits,
     quantize_int8,
     weight_matmuls,
@@ -52,23 +52,13 @@ def dev_batches(
     config = m.training.get("config", {})
     if "dev_rows" not in config or "seed" not in config:
         raise QingganError(f"{run}: not a bundle written by qinggan train (no training config)")
-    dev = sample(
-        read_split(data_dir, "dev", config.get("sources")), config["dev_rows"], config["seed"] + 1
+    dev = dev_subset(
+        read_split(data_dir, "dev", config.get("sources")), config["dev_rows"], config["seed"]
     )
     tokenizer = Tokenizer.from_file(str(run / m.tokenizer))
     ids = encode(tokenizer, [e.text for e in dev], m.max_length)
     order, batches = eval_batches(ids)
     return batches, np.array([e.label for e in dev])[order]
-
-
-def _difference(
-    fp32: np.ndarray, graph: Path, batches: list[tuple[np.ndarray, np.ndarray]], threads: int
-) -> dict[str, float]:
-    int8 = onnx_logits(graph, batches, threads)
-    return {
-        "mean_abs_diff": round(float(np.abs(int8 - fp32).mean()), 5),
-        "agreement": round(float((int8.argmax(1) == fp32.argmax(1)).mean()), 4),
-    }
 
 
 def scan(run: Path, data_dir: Path, threads: int = 2) -> list[dict[str, Any]]:
@@ -83,7 +73,12 @@ def scan(run: Path, data_dir: Path, threads: int = 2) -> list[dict[str, Any]]:
 
         def measure(keep: list[str]) -> dict[str, Any]:
             quantize_int8(run / "model.onnx", graph, keep_fp32=keep)
-            row = {"keep_fp32": keep, **_difference(fp32, graph, batches, threads)}
+            diff = int8_difference(fp32, onnx_logits(graph, batches, threads))
+            row = {
+                "keep_fp32": keep,
+                "mean_abs_diff": round(diff["int8_mean_abs_diff_vs_fp32"], 5),
+                "agreement": round(diff["int8_label_agreement_vs_fp32"], 4),
+            }
             print(json.dumps(row), flush=True)
             return row
 
@@ -107,18 +102,14 @@ def requantize(run: Path, data_dir: Path, keep_fp32: list[str], threads: int = 2
     quantize_int8(run / m.models["fp32"], run / m.models["int8"], keep_fp32=keep_fp32)
     _, measured = compare_variants(run, batches, labels, threads)
     parity = {**m.parity, **measured}
-    own = ("name", "labels", "display_labels", "max_length", "models", "files", "tokenizer")
-    fields = {k: v for k, v in asdict(m).items() if k not in own}
-    fields["parity"] = parity
     agreed = parity["int8_label_agreement_vs_fp32"] >= INT8_MIN_AGREEMENT
-    fields["default_variant"] = "int8" if agreed else "fp32"
-    training = dict(fields.get("training") or {})
-    training["config"] = {**training.get("config", {}), "int8_keep_fp32": list(keep_fp32)}
-    fields["training"] = training
-    write_bundle(
-        run, name=m.name, labels=list(m.labels), display_labels=list(m.display_labels),
-        max_length=m.max_length, models=dict(m.models), tokenizer=m.tokenizer, **fields,
-    )  # fmt: skip
+    config = {**m.training.get("config", {}), "int8_keep_fp32": list(keep_fp32)}
+    rewrite_manifest(
+        run,
+        parity=parity,
+        default_variant="int8" if agreed else "fp32",
+        training={**m.training, "config": config},
+    )
     return parity
 
 
