@@ -109,7 +109,7 @@ def padding_by_token_budget(clf, texts: list[str]) -> dict[str, Any]:  # type: i
     ``window`` = requests in flight: what a server can sort before it runs a batch. The
     last row, ``all``, is the whole corpus sorted at once, as offline batch scoring does.
     """
-    from qinggan.engine import plan_batches
+    from qinggan.planning import plan_batches
 
     lengths = [len(e) for e in clf.tokenize(texts)]
     real = sum(lengths)

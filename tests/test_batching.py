@@ -8,7 +8,6 @@ test hold the worker inside a batch while it queues more requests.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Sequence
 
@@ -21,8 +20,6 @@ from qinggan.batching import (
     EngineUnavailable,
     InferenceFailed,
     QueueFull,
-    measure_batch_overhead,
-    split_for_padding,
 )
 from qinggan.engine import Prediction
 from qinggan.metrics import Metrics
@@ -290,24 +287,6 @@ def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize(
-    ("lengths", "overhead", "runs"),
-    [
-        ([], 5.0, []),
-        ([7], 5.0, [(0, 1)]),
-        ([8, 8, 8, 8], 1.0, [(0, 4)]),  # no padding: never split
-        ([5, 5, 5, 100], math.inf, [(0, 4)]),  # calls are dear: one batch
-        ([5, 5, 5, 100], 10.0, [(0, 3), (3, 4)]),  # one long text gets its own call
-        ([2, 3, 40, 41], 4.0, [(0, 2), (2, 4)]),
-        ([10, 11, 12, 13], 7.0, [(0, 4)]),  # a little padding is cheaper than a call
-    ],
-)
-def test_split_for_padding_minimises_padded_tokens_plus_calls(
-    lengths: list[int], overhead: float, runs: list[tuple[int, int]]
-) -> None:
-    assert split_for_padding(lengths, overhead) == runs
-
-
 def test_batcher_gives_a_long_text_its_own_batch_when_calls_are_cheap() -> None:
     async def scenario() -> FakeModel:
         model = FakeModel()
@@ -320,29 +299,3 @@ def test_batcher_gives_a_long_text_its_own_batch_when_calls_are_cheap() -> None:
         return model
 
     assert run(scenario()).batches[1:] == [[40], [2, 2, 3]]  # the oldest (40) first
-
-
-class ClockedModel(FakeModel):
-    """Each call costs ``fixed + per_token * tokens`` seconds on a fake clock."""
-
-    def __init__(self, fixed: float, per_token: float) -> None:
-        super().__init__()
-        self.fixed, self.per_token, self.now = fixed, per_token, 0.0
-
-    def infer(self, batch: Sequence[Encoded]) -> list[int]:
-        self.now += self.fixed + self.per_token * sum(len(e) for e in batch)
-        return super().infer(batch)
-
-
-@pytest.mark.parametrize(
-    ("fixed", "per_token", "calls"),
-    [(1e-3, 1e-5, 12), (0.05, 1e-3, 6)],  # cheap calls: 1 + 5 per shape; costly: 1 + 2
-)
-def test_batch_overhead_is_fitted_within_a_time_budget(
-    fixed: float, per_token: float, calls: int
-) -> None:
-    model = ClockedModel(fixed, per_token)
-    clock = lambda: model.now  # noqa: E731
-    tokens = measure_batch_overhead(model, overhead_s=0.0, clock=clock)  # type: ignore[arg-type]
-    assert tokens == pytest.approx(fixed / per_token)
-    assert len(model.batches) == calls

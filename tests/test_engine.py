@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 import qinggan
 from qinggan.bundle import Bundle
-from qinggan.engine import Classifier, plan_batches, softmax
+from qinggan.engine import Classifier, softmax
 from qinggan.errors import TextTooLongError
 
 
@@ -48,6 +50,46 @@ def test_results_in_input_order_across_batches(tiny_bundle: Bundle) -> None:
     assert [p.label for p in preds] == ["Positive" if i % 2 else "Negative" for i in range(50)]
     one_by_one = [small(t) for t in texts]
     assert [p.confidence for p in preds] == pytest.approx([p.confidence for p in one_by_one])
+
+
+def _spy_on_batches(model: Classifier) -> list[list[int]]:
+    """Record the token length of every text in each call ``model.infer`` gets."""
+    calls: list[list[int]] = []
+    real = model.infer
+
+    def infer(batch):  # type: ignore[no-untyped-def]
+        calls.append([len(e) for e in batch])
+        return real(batch)
+
+    model.infer = infer  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("overhead", "expected"),
+    [(math.inf, 1), (4.0, 2)],  # calls are dear: one batch; cheap: the long text alone
+)
+def test_predict_splits_a_batch_where_padding_costs_more_than_a_call(
+    tiny_bundle: Bundle, overhead: float, expected: int
+) -> None:
+    model = qinggan.load(tiny_bundle.path)
+    model._batch_overhead_tokens = overhead
+    calls = _spy_on_batches(model)
+    texts = ["好", "差", "很好", "好" * 40]
+    preds = model.predict(texts)
+    assert len(calls) == expected and sorted(n for c in calls for n in c) == sorted(
+        len(e) for e in model.tokenize(texts)
+    )
+    assert [p.confidence for p in preds] == pytest.approx([model(t).confidence for t in texts])
+
+
+def test_batch_overhead_is_measured_once(tiny_bundle: Bundle) -> None:
+    model = qinggan.load(tiny_bundle.path)
+    calls = _spy_on_batches(model)
+    first = model.batch_overhead_tokens
+    assert first > 0 and calls  # measured by timing real calls
+    measured = len(calls)
+    assert model.batch_overhead_tokens == first and len(calls) == measured
 
 
 def test_truncation_is_reported(clf: Classifier) -> None:
@@ -95,30 +137,6 @@ def test_prediction_to_dict(clf: Classifier) -> None:
     assert d["label"] == "Positive" and d["label_zh"] == "正面"
     assert isinstance(d["confidence"], float) and 0.5 <= d["confidence"] <= 1.0
     assert d["truncated"] is False
-
-
-@pytest.mark.parametrize(
-    ("lengths", "size", "tokens", "expected"),
-    [
-        ([], 4, 100, []),
-        ([5, 1, 3], 8, 1000, [[1, 2, 0]]),
-        ([5, 1, 3, 2], 2, 1000, [[1, 3], [2, 0]]),
-        ([10, 10, 10], 8, 20, [[0, 1], [2]]),
-        ([500, 1], 8, 100, [[1], [0]]),  # an item over budget still gets its own batch
-    ],
-)
-def test_plan_batches(lengths, size, tokens, expected) -> None:
-    assert plan_batches(lengths, size, tokens) == expected
-
-
-@given(st.lists(st.integers(1, 600), max_size=200), st.integers(1, 64), st.integers(1, 20000))
-def test_plan_batches_properties(lengths: list[int], size: int, tokens: int) -> None:
-    batches = plan_batches(lengths, size, tokens)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        assert 1 <= len(batch) <= size
-        if len(batch) > 1:
-            assert len(batch) * max(lengths[i] for i in batch) <= tokens
 
 
 def test_softmax_is_stable() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -198,6 +199,29 @@ def test_a_gate_member_answers_what_it_is_sure_of_and_the_rest_get_the_ensemble(
     assert 0 < sure < len(texts)  # both paths were taken
     everyone = qinggan.load(_gated(tmp_path, "low", 0.5)).predict(texts)
     assert [p.scores for p in everyone] == [p.scores for p in gate_member]
+
+
+def test_predict_batches_the_texts_a_cascade_passes_on_together(tmp_path: Path) -> None:
+    """The other members see only the unsure texts, in batches of their own, not a few per
+    batch of the gate member's (``infer``, one micro-batch, still runs them as they come)."""
+    make_tiny_bundle(tmp_path / "a")
+    make_tiny_bundle(tmp_path / "b", seed=1, max_length=16)
+    texts = [f"{'好' * (i % 5 + 1)}{'差' * (i % 3)}" for i in range(24)]
+    confidences = sorted(p.confidence for p in qinggan.load(tmp_path / "b").predict(texts))
+    threshold = confidences[len(confidences) // 2]
+    gated = qinggan.load(_gated(tmp_path, "gated", threshold), batch_size=2)
+    other = gated.members[0]
+    other._batch_overhead_tokens = math.inf  # no padding splits: count batches only
+    seen: list[int] = []
+    real = other.infer
+    other.infer = lambda batch: (seen.append(len(batch)), real(batch))[1]  # type: ignore[method-assign]
+    bulk = gated.predict(texts)
+    unsure = sum(p.confidence < threshold for p in qinggan.load(tmp_path / "b").predict(texts))
+    assert 0 < unsure < len(texts) and sum(seen) == unsure
+    assert len(seen) == math.ceil(unsure / 2)  # full batches of 2
+    encoded = gated.tokenize(texts)
+    one_by_one = [gated.to_predictions(gated.infer([e]), [e])[0] for e in encoded]
+    assert [p.scores for p in bulk] == [pytest.approx(p.scores) for p in one_by_one]
 
 
 @pytest.mark.parametrize(

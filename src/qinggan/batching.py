@@ -2,7 +2,7 @@
 
 Requests arrive already tokenised and are queued text by text. One scheduler task on
 the event loop looks at a window of queued texts, sorts it by token length and cuts it
-into batches with :func:`qinggan.engine.plan_batches` (at most ``max_batch_size`` texts
+into batches with :func:`qinggan.planning.plan_batches` (at most ``max_batch_size`` texts
 and ``max_batch_tokens`` padded tokens each); the batch holding the oldest text runs next
 and the rest go back to the queue (first come, first served). Each batch runs on a
 single worker thread (``Classifier.infer`` + ``to_predictions``), so the event loop stays
@@ -34,12 +34,13 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .engine import Prediction, plan_batches
+from .engine import Prediction
 from .metrics import Metrics
+from .planning import plan_batches, split_for_padding
 from .tokenization import Encoded
 
 log = logging.getLogger(__name__)
@@ -79,69 +80,6 @@ class InferenceModel(Protocol):
     def infer(self, batch: Sequence[Encoded]) -> Any: ...
 
     def to_predictions(self, probs: Any, batch: Sequence[Encoded]) -> list[Prediction]: ...
-
-
-def split_for_padding(lengths: Sequence[int], overhead_tokens: float) -> list[tuple[int, int]]:
-    """Cut ascending ``lengths`` into runs ``[begin, end)`` of least total cost.
-
-    A run costs its padded tokens (items x longest) plus ``overhead_tokens``, the fixed
-    cost of one more model call expressed in tokens. On a CPU a transformer's time is
-    roughly proportional to padded tokens, so one long review must not make fifteen
-    short ones pay for its length. Exact dynamic programme, O(n^2) for n <= batch size;
-    skipped when the padding in one run costs less than a call.
-    """
-    n = len(lengths)
-    if n <= 1 or n * lengths[-1] - sum(lengths) <= overhead_tokens:
-        return [(0, n)] if n else []
-    best = [0.0] + [math.inf] * n
-    start = [0] * (n + 1)
-    for end in range(1, n + 1):
-        width = lengths[end - 1]
-        for begin in range(end):
-            cost = best[begin] + (end - begin) * width + overhead_tokens
-            if cost < best[end]:
-                best[end] = cost
-                start[end] = begin
-    runs = []
-    end = n
-    while end > 0:
-        runs.append((start[end], end))
-        end = start[end]
-    return runs[::-1]
-
-
-def measure_batch_overhead(
-    model: InferenceModel,
-    overhead_s: float = 1e-4,
-    budget_s: float = 0.1,
-    clock: Callable[[], float] = time.perf_counter,
-) -> float:
-    """The fixed cost of one model call, in tokens of work (``inf`` if tokens are ~free).
-
-    Times one short and one ~128-token text (after a warm-up call, the best of up to five
-    calls each, fewer once ``budget_s`` is spent, so a large model does not delay start-up)
-    and fits ``time = fixed + per_token * tokens``; ``overhead_s`` adds the batcher's own
-    cost per call (thread hand-off, padding, results).
-    """
-    short = model.tokenize(["好"])
-    medium = model.tokenize(["好" * 126])
-
-    def best_time(batch: list[Encoded]) -> float:
-        model.infer(batch)  # untimed: the first call with a new shape allocates
-        times: list[float] = []
-        while len(times) < 5 and (len(times) < 2 or sum(times) < budget_s):
-            begin = clock()
-            model.infer(batch)
-            times.append(clock() - begin)
-        return min(times)
-
-    t_short, t_medium = best_time(short), best_time(medium)
-    extra_tokens = len(medium[0]) - len(short[0])
-    per_token = (t_medium - t_short) / extra_tokens if extra_tokens > 0 else 0.0
-    if per_token <= 0:
-        return math.inf
-    fixed = max(0.0, t_short - per_token * len(short[0])) + overhead_s
-    return max(1.0, fixed / per_token)
 
 
 class _Job:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
+from .planning import measure_batch_overhead, plan_batches, split_for_padding
 from .tokenization import Encoded, TextEncoder
 
 if TYPE_CHECKING:
@@ -59,31 +60,6 @@ class Prediction:
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "truncated": self.truncated,
         }
-
-
-def plan_batches(
-    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int
-) -> list[list[int]]:
-    """Group indices into length-sorted batches.
-
-    Each batch holds at most ``max_batch_size`` items and at most ``max_batch_tokens``
-    padded tokens (items × longest item). A single item longer than the budget still
-    gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        width = lengths[index]  # ascending, so this is the batch's padded width
-        if current and (
-            len(current) >= max_batch_size or (len(current) + 1) * width > max_batch_tokens
-        ):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def create_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceSession:
@@ -127,6 +103,7 @@ class Predictor:
         self.labels: tuple[str, ...] = manifest.labels
         self.display_labels: tuple[str, ...] = manifest.display_labels
         self.max_length = manifest.max_length
+        self._batch_overhead_tokens: float | None = None
 
     @property
     def name(self) -> str:
@@ -162,14 +139,37 @@ class Predictor:
         if not texts:
             return []
         encoded = self.tokenize(texts)
-        results: list[Prediction | None] = [None] * len(encoded)
-        for indices in plan_batches(
-            [len(e) for e in encoded], self.batch_size, self.max_batch_tokens
-        ):
-            batch = [encoded[i] for i in indices]
-            for i, pred in zip(indices, self.to_predictions(self.infer(batch), batch), strict=True):
-                results[i] = pred
-        return results  # type: ignore[return-value]
+        return self.to_predictions(self.probabilities(encoded), encoded)
+
+    def probabilities(self, encoded: Sequence[Any]) -> np.ndarray:
+        """Calibrated probabilities of tokenised texts, shape (n, labels), in input order.
+
+        Texts run in length-sorted batches (:func:`~qinggan.planning.plan_batches`), each
+        split where its padding would cost more than another model call
+        (:func:`~qinggan.planning.split_for_padding`): a few texts of mixed lengths then
+        cost what their own tokens cost, not the longest one's times their number.
+        """
+        probs = np.empty((len(encoded), len(self.labels)))
+        lengths = [len(e) for e in encoded]
+        for cut in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+            widths = [lengths[i] for i in cut]
+            runs = (
+                split_for_padding(widths, self.batch_overhead_tokens)
+                if widths[0] != widths[-1]
+                else [(0, len(cut))]
+            )
+            for begin, end in runs:
+                indices = cut[begin:end]
+                probs[indices] = self.infer([encoded[i] for i in indices])
+        return probs
+
+    @property
+    def batch_overhead_tokens(self) -> float:
+        """The fixed cost of one model call, in tokens of work (``inf``: tokens are ~free);
+        measured on first use (:func:`~qinggan.planning.measure_batch_overhead`)."""
+        if self._batch_overhead_tokens is None:
+            self._batch_overhead_tokens = measure_batch_overhead(self)
+        return self._batch_overhead_tokens
 
     def __call__(self, text: str) -> Prediction:
         return self.predict([text])[0]

@@ -9,6 +9,8 @@ per text holding every member's tokens, and ``infer`` runs every member on the b
 An optional manifest ``gate`` makes the ensemble a cascade: one member runs first and
 answers alone the texts it is at least ``confidence`` sure of; only the others go
 through every member (``qinggan.train.blend --gate`` picks the threshold on dev).
+``predict`` lets each member batch what it is given by its own token lengths, so the few
+texts a cascade passes on are batched together.
 """
 
 from __future__ import annotations
@@ -102,25 +104,47 @@ class Ensemble(Predictor):
         ]
 
     def infer(self, batch: Sequence[EnsembleEncoded]) -> np.ndarray:
+        """One batch as it comes (the server's micro-batches): every member runs on it."""
+        return self._run(batch, planned=False)
+
+    def probabilities(self, encoded: Sequence[EnsembleEncoded]) -> np.ndarray:
+        """Many texts (``predict``): each member plans its own length-sorted batches over
+        what it is given, so a cascade's other members see the unsure texts batched together
+        instead of a few per batch of the gate member's."""
+        return self._run(encoded, planned=True)
+
+    def _run(self, encoded: Sequence[EnsembleEncoded], *, planned: bool) -> np.ndarray:
         if self.gate is None:
-            return self._combine(batch)
+            return self._combine(encoded, planned=planned)
         # a cascade: the gate member answers what it is sure of; the rest get every member
         first, confidence = self.gate
-        answer = self.members[first].infer([e.parts[first] for e in batch])
+        answer = self._member_probs(first, encoded, planned)
         unsure = np.flatnonzero(answer.max(axis=1) < confidence)
         if unsure.size:
             answer = answer.copy()
-            answer[unsure] = self._combine([batch[i] for i in unsure], {first: answer[unsure]})
+            answer[unsure] = self._combine(
+                [encoded[i] for i in unsure], {first: answer[unsure]}, planned=planned
+            )
         return answer
 
-    def _combine(
-        self, batch: Sequence[EnsembleEncoded], known: dict[int, np.ndarray] | None = None
+    def _member_probs(
+        self, index: int, encoded: Sequence[EnsembleEncoded], planned: bool
     ) -> np.ndarray:
-        """Every member's probabilities for ``batch`` (reusing ``known`` ones), averaged."""
+        member, parts = self.members[index], [e.parts[index] for e in encoded]
+        return member.probabilities(parts) if planned else member.infer(parts)
+
+    def _combine(
+        self,
+        encoded: Sequence[EnsembleEncoded],
+        known: dict[int, np.ndarray] | None = None,
+        *,
+        planned: bool,
+    ) -> np.ndarray:
+        """Every member's probabilities for ``encoded`` (reusing ``known`` ones), averaged."""
         known = known or {}
         probs = [
-            known[i] if i in known else m.infer([e.parts[i] for e in batch])
-            for i, m in enumerate(self.members)
+            known[i] if i in known else self._member_probs(i, encoded, planned)
+            for i in range(len(self.members))
         ]
         return sharpen(mix(probs, self.weights), self._temperature)
 

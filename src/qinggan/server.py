@@ -49,10 +49,10 @@ from .batching import (
     InferenceFailed,
     InferenceModel,
     QueueFull,
-    measure_batch_overhead,
 )
 from .engine import Prediction
 from .metrics import Metrics
+from .planning import measure_batch_overhead
 from .protocol import DOCS_HEADERS, STRICT_HEADERS, bounded_http_protocol, error_bytes
 from .settings import Settings
 
@@ -302,6 +302,12 @@ def _with_test_hooks(model: Any) -> Any:
     return model
 
 
+def _overhead_tokens(model: Any) -> float:
+    """A loaded classifier measures (and keeps) its own; any other model is measured here."""
+    known = getattr(model, "batch_overhead_tokens", None)
+    return float(known) if known is not None else measure_batch_overhead(model)
+
+
 class Service:
     """What the routes share: settings, the model, its batcher and the metrics."""
 
@@ -317,7 +323,7 @@ class Service:
         s = self.settings
         if self.model is None:
             self.model = await asyncio.to_thread(s.load_model)
-        self.batch_overhead_tokens = await asyncio.to_thread(measure_batch_overhead, self.model)
+        self.batch_overhead_tokens = await asyncio.to_thread(_overhead_tokens, self.model)
         if math.isfinite(self.batch_overhead_tokens):
             log.info("one model call costs as much as %.0f tokens", self.batch_overhead_tokens)
         else:
