@@ -88,6 +88,21 @@ def test_choose_gate_lets_the_gate_member_answer_only_where_accuracy_holds() -> 
     assert loose["confidence"] == 0.5 and loose["answered_alone_on_dev"] == 1.0
 
 
+def test_choose_gate_with_a_speed_budget_passes_on_at_most_that_share() -> None:
+    # the gate member is wrong on 30 texts it is 0.6-0.8 sure of; the other is always right
+    labels = np.ones(100, dtype=int)
+    gate_member = np.array([[0.05, 0.95]] * 70 + [[0.6, 0.4]] * 10 + [[0.7, 0.3]] * 20)
+    other = np.array([[0.01, 0.99]] * 100)
+    chosen = choose_blend([other, gate_member], labels, step=0.1)
+    roomy = choose_gate([other, gate_member], labels, chosen, member=1, max_share=0.5)
+    assert roomy["confidence"] == 0.71 and roomy["dev_accuracy"] == 1.0  # all 30 passed on
+    tight = choose_gate([other, gate_member], labels, chosen, member=1, max_share=0.2)
+    assert tight["answered_alone_on_dev"] == 0.9 and tight["dev_accuracy"] == 0.8
+    assert tight["confidence"] == 0.61  # the lowest threshold passing on the 10 at 0.6
+    alone = choose_gate([other, gate_member], labels, chosen, member=1, max_share=0.0)
+    assert alone["confidence"] == 0.5 and alone["dev_accuracy"] == 0.7  # nothing passed on
+
+
 def test_choose_gate_holds_accuracy_in_every_group() -> None:
     labels = np.ones(100, dtype=int)
     gate_member = np.array([[0.05, 0.95]] * 90 + [[0.8, 0.2]] * 10)  # sure-ish and wrong on 10

@@ -9,7 +9,9 @@ member the sweep gives no weight is left out). The weights, the temperature and 
 sweep are recorded in the manifest's ``training`` field. ``--gate I`` also makes it a
 cascade: member ``I`` answers alone the texts it is at least as confident about as the
 lowest threshold that keeps dev accuracy within ``--gate-max-drop`` (default 0) of the
-whole ensemble's, overall and on every source; the others run only on the rest. No torch needed.
+whole ensemble's, overall and on every source (or, with ``--gate-max-share S``, the best dev
+accuracy passing on at most a share S of texts: a speed budget); the others run only on the
+rest. No torch needed.
 """
 
 from __future__ import annotations
@@ -98,10 +100,15 @@ def choose_gate(
     member: int,
     max_drop: float = 0.0,
     groups: np.ndarray | None = None,
+    max_share: float | None = None,
 ) -> dict[str, Any]:
-    """The lowest confidence at which member ``member`` may answer alone (a cascade) while
-    dev accuracy stays within ``max_drop`` of the whole ensemble's, overall and in every
-    group (e.g. data source) of ``groups``."""
+    """The confidence at or above which member ``member`` answers alone (a cascade).
+
+    By default, the lowest one at which dev accuracy stays within ``max_drop`` of the whole
+    ensemble's, overall and in every group (e.g. data source) of ``groups``. With
+    ``max_share`` (a speed budget: the share of texts the other members may see), the one
+    with the best dev accuracy among those passing on at most that share (ties: the lower).
+    """
     labels = np.asarray(labels)
     groups = np.zeros(len(labels), dtype=int) if groups is None else np.asarray(groups)
     names = sorted(set(groups.tolist()))
@@ -120,6 +127,14 @@ def choose_gate(
         )
         sweep.append({"confidence": confidence, "alone": round(float(sure.mean()), 4),
                       "accuracy": round(float(right.mean()), 5), "holds": holds})  # fmt: skip
+    if max_share is not None:
+        within = [row for row in sweep if 1 - row["alone"] <= max_share + 1e-9]
+        best = max(within, key=lambda row: row["accuracy"], default=None)  # first max: lowest
+        if best is None:
+            raise QingganError(f"no threshold passes on at most {max_share:.0%} of dev texts")
+        return {"member": member, "confidence": best["confidence"], "max_share": max_share,
+                "answered_alone_on_dev": best["alone"], "dev_accuracy": best["accuracy"],
+                "sweep": sweep}  # fmt: skip
     best = next((row for row in sweep if row["holds"]), None)
     if best is None:  # 0.99 still loses somewhere: let the gate member answer only when certain
         best = {"confidence": 1.0, "alone": 0.0, "accuracy": round(float(full_right.mean()), 5)}
@@ -138,6 +153,7 @@ def blend(
     threads: int | None = None,
     gate: int | None = None,
     gate_max_drop: float = 0.0,
+    gate_max_share: float | None = None,
 ) -> Blend:
     """Score dev with each member, choose the blend and write the ensemble bundle."""
     bundles: list[Bundle] = [load_bundle(m) for m in members]
@@ -160,7 +176,7 @@ def blend(
         if not 0 <= gate < len(bundles) or chosen.weights[gate] == 0:
             raise QingganError(f"--gate {gate}: no such member with a weight")
         groups = np.array([e.source for e in dev])
-        gated = choose_gate(member_probs, y, chosen, gate, gate_max_drop, groups)
+        gated = choose_gate(member_probs, y, chosen, gate, gate_max_drop, groups, gate_max_share)
         gated["member"] = [b for b, _ in kept].index(bundles[gate])  # index among kept
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bundle(
@@ -207,10 +223,17 @@ def main() -> None:
     parser.add_argument(
         "--gate-max-drop", type=float, default=0.0, help="dev accuracy the cascade may lose"
     )
+    parser.add_argument(
+        "--gate-max-share",
+        type=float,
+        help="instead of --gate-max-drop: the best dev accuracy passing on at most this share "
+        "of texts to the other members (a speed budget)",
+    )
     args = parser.parse_args()
     chosen = blend(
         args.out, args.data_dir, args.members, name=args.name, step=args.step,
         threads=args.threads, gate=args.gate, gate_max_drop=args.gate_max_drop,
+        gate_max_share=args.gate_max_share,
     )  # fmt: skip
     summary = {k: v for k, v in chosen.__dict__.items() if k != "sweep"}
     print(json.dumps(summary, ensure_ascii=False))
