@@ -6,7 +6,7 @@ speed drifts by tens of percent within minutes, so the models are measured in al
 rounds (the order rotates each round; each model is loaded afresh for its turn, as a
 server holds one model) and each figure is the median over rounds, with the range beside it.
 
-    python bench/builtins.py [--rounds 5] [--texts 300] [--models fast,balanced,accurate]
+    python bench/builtins.py [--rounds 5] [--texts 300] [--models ngram,fast,balanced,accurate]
 
 Writes ``bench/results/builtins.json``; ``python bench/report.py`` renders it into
 ``docs/benchmarks.md``.
@@ -88,7 +88,7 @@ def run(models: list[str], texts: list[str], rounds: int, threads: int) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--models", default="fast,balanced,accurate")
+    parser.add_argument("--models", default="ngram,fast,balanced,accurate")
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)

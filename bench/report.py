@@ -293,6 +293,7 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
 
 
 TARGET_P50_MS = {"accurate": 10.0, "fast": 3.0}  # the model card's single-review targets
+TARGET_TEXTS_PER_S = {"fast": 1000.0}  # and fast's batch rate
 
 
 def builtins_section(builtins: dict[str, Any]) -> list[str]:
@@ -312,10 +313,16 @@ def builtins_section(builtins: dict[str, Any]) -> list[str]:
     for name, r in builtins["models"].items():
         lo, hi = r["single_p50_ms_range"]
         rlo, rhi = r["texts_per_s_range"]
-        target = TARGET_P50_MS.get(name)
-        verdict = "–"
-        if target is not None:
-            verdict = f"p50 <= {target:g} ms: {'yes' if r['single_p50_ms'] <= target else 'no'}"
+        verdicts = []
+        if (target := TARGET_P50_MS.get(name)) is not None:
+            verdicts.append(
+                f"p50 <= {target:g} ms: {'yes' if r['single_p50_ms'] <= target else 'no'}"
+            )
+        if (rate := TARGET_TEXTS_PER_S.get(name)) is not None:
+            verdicts.append(
+                f">= {rate:,.0f} texts/s: {'yes' if r['texts_per_s'] >= rate else 'no'}"
+            )
+        verdict = "; ".join(verdicts) or "–"
         lines.append(
             f"| `{name}` | {_f(r['single_p50_ms'], 2)} ({_f(lo, 2)}–{_f(hi, 2)}) "
             f"| {_f(r['single_p95_ms'], 2)} | {_f(r['texts_per_s'])} ({_f(rlo)}–{_f(rhi)}) "

@@ -36,6 +36,7 @@ import loadgen  # noqa: E402
 import systems  # noqa: E402
 from corpus import DEFAULT_DATA, load_texts  # noqa: E402
 
+BUILTIN_SYSTEMS = ("qinggan-ngram", "qinggan-fast", "qinggan-balanced", "qinggan-accurate")
 SMOKE_TEXTS = [
     "这家酒店服务很好，下次还来",
     "质量太差了，再也不买",
@@ -316,9 +317,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--systems",
-        default="original,qinggan-fp32,qinggan-int8,qinggan-fast,qinggan-balanced,qinggan-accurate",
-        help="comma-separated subset of original, qinggan-fp32, qinggan-int8, qinggan-fast, "
-        "qinggan-balanced, qinggan-accurate (the last three: built-in models)",
+        default="original,qinggan-fp32,qinggan-int8,qinggan-ngram,qinggan-fast,qinggan-balanced,"
+        "qinggan-accurate",
+        help="comma-separated subset of original, qinggan-fp32, qinggan-int8 and the built-in "
+        "models qinggan-ngram, qinggan-fast, qinggan-balanced, qinggan-accurate",
     )
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     parser.add_argument("--shape", choices=("base", "small"), default="base")
@@ -426,7 +428,7 @@ def build_systems(args: argparse.Namespace, workdir: Path) -> tuple[list[systems
                     name, str(prepared.bundle_dir), port, variant=variant, options=options
                 )
             )
-        elif name in ("qinggan-fast", "qinggan-balanced", "qinggan-accurate"):
+        elif name in BUILTIN_SYSTEMS:
             from qinggan.bundle import builtin_models
 
             builtin = name.split("-", 1)[1]

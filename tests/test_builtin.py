@@ -17,7 +17,7 @@ from qinggan.bundle import (
     resolve_model,
 )
 
-NAMES = ("accurate", "balanced", "fast")
+NAMES = ("accurate", "balanced", "fast", "ngram")
 POSITIVE = "这家酒店服务很好，下次还来"
 NEGATIVE = "质量太差了，用了两天就坏了，非常失望，再也不买了"
 

@@ -236,8 +236,9 @@ def builtin_models() -> dict[str, Path]:
 def resolve_model(model: str | os.PathLike[str] | None = None) -> Path:
     """Turn a model spec into a bundle directory.
 
-    ``None`` means ``$QINGGAN_MODEL`` or else the default built-in model; a built-in
-    name (``fast``, ``accurate``) picks that bundle; anything else is a path.
+    ``None`` means ``$QINGGAN_MODEL`` or else the default built-in model; a built-in name
+    (``accurate``, ``balanced``, ``fast``, ``ngram``) picks that bundle; anything else is
+    a path.
     """
     if model is None or str(model) == "":
         model = os.environ.get(MODEL_ENV) or None

@@ -30,7 +30,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Bundle directory or built-in model name (fast, accurate). "
+        help="Bundle directory or built-in model name (accurate, balanced, fast, ngram). "
         "Default: $QINGGAN_MODEL, else the built-in default.",
         envvar="QINGGAN_MODEL",
         show_envvar=True,

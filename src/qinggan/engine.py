@@ -284,7 +284,7 @@ def load(
     """Load a classifier: a :class:`Classifier`, or an :class:`~qinggan.ensemble.Ensemble`
     for an ensemble bundle.
 
-    ``model`` is a bundle directory or a built-in name (``fast``/``accurate``); ``None``
+    ``model`` is a bundle directory or a built-in name (``accurate``, ``fast``, ...); ``None``
     picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
     over-long texts raise :class:`~qinggan.errors.TextTooLongError` instead of being cut
     to the model's ``max_length`` tokens. ``verify`` checks the sha256 of every file the

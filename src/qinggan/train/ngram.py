@@ -1,4 +1,4 @@
-"""The ``fast`` built-in model: character 1-3-gram TF-IDF + logistic regression, as pure ONNX.
+"""The ``ngram`` built-in model: character 1-3-gram TF-IDF + logistic regression, as pure ONNX.
 
 The text is split into characters by a Hugging Face ``tokenizer.json`` (lower-cased,
 whitespace collapsed); scikit-learn learns the n-gram vocabulary, IDF weights and the
@@ -7,8 +7,8 @@ classifier *over those token ids*, so the exported graph sees exactly what train
     input_ids -> TfIdfVectorizer (n-gram counts) -> [1 + log(tf)] -> × idf -> L2 norm -> linear
 
 Everything is a standard ONNX operator that ONNX Runtime runs on the CPU, so the engine
-serves it like any other bundle. It is tiny and very fast; it is less accurate than the
-transformer (``accurate``), which is the default.
+serves it like any other bundle. It is tiny and very fast, and less accurate than the
+transformer; the ``accurate``, ``balanced`` and ``fast`` ensembles combine the two.
 
 Run: ``python -m qinggan.train.ngram DATA_DIR OUT_DIR`` (needs scikit-learn and onnx).
 """
@@ -266,7 +266,7 @@ def train(
     seconds = round(time.perf_counter() - started, 1)
     return write_bundle(
         out,
-        name="qinggan-fast-char-ngram",
+        name="qinggan-ngram",
         labels=LABELS,
         models={"fp32": "model.onnx"},
         max_length=max_length,
