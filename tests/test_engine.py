@@ -139,6 +139,36 @@ def test_prediction_to_dict(clf: Classifier) -> None:
     assert d["truncated"] is False
 
 
+@pytest.mark.parametrize(
+    ("argument", "env", "expected"),
+    [
+        (None, None, None),
+        (None, "0", "0"),
+        (None, "yes", "1"),
+        (True, "0", "1"),
+        (False, None, "0"),
+    ],
+)
+def test_onnx_runtime_spinning_follows_the_argument_then_the_env(
+    tiny_bundle: Bundle,
+    monkeypatch: pytest.MonkeyPatch,
+    argument: bool | None,
+    env: str | None,
+    expected: str | None,
+) -> None:
+    if env is None:
+        monkeypatch.delenv("QINGGAN_ORT_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("QINGGAN_ORT_SPINNING", env)
+    options = qinggan.load(tiny_bundle.path, spinning=argument).session.get_session_options()
+    key = "session.intra_op.allow_spinning"
+    if expected is None:  # not set: ONNX Runtime's own default
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry(key)
+    else:
+        assert options.get_session_config_entry(key) == expected
+
+
 def test_softmax_is_stable() -> None:
     probs = softmax(np.array([[1000.0, -1000.0], [0.0, 0.0]]))
     assert np.allclose(probs, [[1.0, 0.0], [0.5, 0.5]])

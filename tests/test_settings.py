@@ -35,6 +35,21 @@ def test_env_overrides_default_and_flag_overrides_env() -> None:
     assert settings.max_queue == Settings().max_queue
 
 
+def test_the_server_stops_onnx_runtime_threads_spinning_unless_asked(tiny_bundle) -> None:
+    """Off by default for ``serve``; ``QINGGAN_ORT_SPINNING=1`` (or the flag) turns it on,
+    and the model the settings load gets exactly that session option."""
+    key = "session.intra_op.allow_spinning"
+
+    def spinning(settings: Settings) -> str:
+        model = settings.load_model()
+        return model.session.get_session_options().get_session_config_entry(key)
+
+    off = Settings.resolve({"model": str(tiny_bundle.path)}, environ={})
+    on = Settings.resolve({"model": str(tiny_bundle.path)}, environ={"QINGGAN_ORT_SPINNING": "1"})
+    assert (off.ort_spinning, on.ort_spinning) == (False, True)
+    assert (spinning(off), spinning(on)) == ("0", "1")
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

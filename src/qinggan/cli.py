@@ -483,6 +483,14 @@ def serve(
     access_log: Annotated[
         bool | None, _opt("--access-log/--no-access-log", "Log every request [off].")
     ] = None,
+    ort_spinning: Annotated[
+        bool | None,
+        _opt(
+            "--ort-spinning/--no-ort-spinning",
+            "Let idle ONNX Runtime threads busy-wait: faster for one client, slower under "
+            "load on small CPUs [off].",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service: web page at /, API at /analyze and /v1/analyze, docs at /docs.
 
@@ -510,6 +518,7 @@ def serve(
             "cors_origins": cors_origins,
             "log_level": log_level,
             "access_log": access_log,
+            "ort_spinning": ort_spinning,
         }  # fmt: skip
     )
     # The model loads (ONNX Runtime releases the GIL) while the web stack imports.

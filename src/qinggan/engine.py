@@ -62,19 +62,26 @@ class Prediction:
         }
 
 
-def create_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads."""
+def create_session(
+    path: str | os.PathLike[str], threads: int, spinning: bool | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads.
+
+    ``spinning`` sets whether idle intra-op threads busy-wait for work (``None``:
+    ``$QINGGAN_ORT_SPINNING`` if set, else ONNX Runtime's default, on).
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # QINGGAN_ORT_SPINNING=0 stops idle ORT threads busy-waiting (helps on shared/small CPUs).
-    spinning = os.environ.get("QINGGAN_ORT_SPINNING", "").strip().lower()
-    if spinning:
-        enabled = "0" if spinning in ("0", "false", "no", "off") else "1"
-        options.add_session_config_entry("session.intra_op.allow_spinning", enabled)
+    if spinning is None:
+        # QINGGAN_ORT_SPINNING=0 stops idle ORT threads busy-waiting (helps on shared/small CPUs).
+        raw = os.environ.get("QINGGAN_ORT_SPINNING", "").strip().lower()
+        spinning = None if not raw else raw not in ("0", "false", "no", "off")
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -203,6 +210,7 @@ class Classifier(Predictor):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = False,
+        spinning: bool | None = None,
     ) -> None:
         super().__init__(
             bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
@@ -218,7 +226,9 @@ class Classifier(Predictor):
                 self.encoder = TextEncoder(
                     bundle.tokenizer_path, manifest.max_length, manifest.text_prefix
                 )
-                self.session = create_session(bundle.model_path(self.variant), self.threads)
+                self.session = create_session(
+                    bundle.model_path(self.variant), self.threads, spinning
+                )
             except Exception:
                 if check is not None:
                     check.result()  # a checksum mismatch explains a broken file best
@@ -280,6 +290,7 @@ def load(
     verify: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    spinning: bool | None = None,
 ) -> Predictor:
     """Load a classifier: a :class:`Classifier`, or an :class:`~qinggan.ensemble.Ensemble`
     for an ensemble bundle.
@@ -288,7 +299,8 @@ def load(
     picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
     over-long texts raise :class:`~qinggan.errors.TextTooLongError` instead of being cut
     to the model's ``max_length`` tokens. ``verify`` checks the sha256 of every file the
-    chosen variant reads (not the variants it leaves unused).
+    chosen variant reads (not the variants it leaves unused). ``spinning``: whether idle
+    ONNX Runtime threads busy-wait (``None``: ``$QINGGAN_ORT_SPINNING``, else on).
     """
     bundle = load_bundle(resolve_model(model), verify=False)  # files: checked below
     kind: type[Classifier] | type[Ensemble] = Classifier
@@ -304,4 +316,5 @@ def load(
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
         verify=verify,
+        spinning=spinning,
     )

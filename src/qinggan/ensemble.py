@@ -62,6 +62,7 @@ class Ensemble(Predictor):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = False,
+        spinning: bool | None = None,
     ) -> None:
         super().__init__(
             bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
@@ -85,6 +86,7 @@ class Ensemble(Predictor):
                     batch_size=batch_size,
                     max_batch_tokens=max_batch_tokens,
                     verify=verify,
+                    spinning=spinning,
                 )
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])

@@ -48,6 +48,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
     access_log: bool = False
+    # Off for the server: on 2 cores, ONNX Runtime threads busy-waiting between calls take
+    # the CPU the event loop needs (bench/findings.md: +24-66% req/s at 16-64 clients).
+    ort_spinning: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -116,6 +119,7 @@ class Settings:
             threads=self.threads,
             batch_size=self.max_batch_size,
             max_batch_tokens=self.max_batch_tokens,
+            spinning=self.ort_spinning,
         )
 
     def redacted(self) -> dict[str, Any]:
