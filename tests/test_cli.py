@@ -87,6 +87,19 @@ def test_info_lists_an_ensembles_members() -> None:
     (a, b) = m.members
     line = f"members:     {a['path']} × {a['weight']}, {b['path']} × {b['weight']}; temperature"
     assert f"{line} {m.temperature}" in res.stdout and "variants:" not in res.stdout
+    assert "gate:" not in res.stdout  # accurate runs every member on every text
+
+
+def test_info_shows_a_cascades_gate() -> None:
+    from qinggan.bundle import builtin_models, load_bundle
+
+    m = load_bundle(builtin_models()["fast"], verify=False).manifest
+    res = run_cli("info", "fast")
+    assert res.returncode == 0, res.stderr
+    first = m.members[m.gate["member"]]["path"]
+    assert f"gate:        {first} answers alone when >= {m.gate['confidence']:.0%} sure" in (
+        res.stdout
+    )
 
 
 def test_help_lists_commands() -> None:

@@ -234,6 +234,12 @@ def info(
             f"{member['path']} × {member.get('weight', 1.0)}" for member in m.members
         )
         typer.echo(f"members:     {weights}; temperature {m.temperature}")
+        if m.gate:
+            first = m.members[m.gate["member"]]["path"]
+            typer.echo(
+                f"gate:        {first} answers alone when >= {m.gate['confidence']:.0%} sure; "
+                "the rest get every member"
+            )
     else:
         typer.echo(f"variants:    {', '.join(sorted(m.models))} (default {m.preferred_variant})")
     typer.echo(f"max_length:  {m.max_length} tokens")
