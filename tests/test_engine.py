@@ -83,6 +83,14 @@ def test_predict_splits_a_batch_where_padding_costs_more_than_a_call(
     assert [p.confidence for p in preds] == pytest.approx([model(t).confidence for t in texts])
 
 
+def test_a_little_padding_is_not_worth_measuring_the_call_overhead(tiny_bundle: Bundle) -> None:
+    model = qinggan.load(tiny_bundle.path)
+    model.predict(["好", "这家酒店服务很好，下次还来"])  # a few padded tokens
+    assert model._batch_overhead_tokens is None
+    model.predict(["好", "好" * 80])  # far more padding than the threshold: measured now
+    assert model._batch_overhead_tokens is not None
+
+
 def test_batch_overhead_is_measured_once(tiny_bundle: Bundle) -> None:
     model = qinggan.load(tiny_bundle.path)
     calls = _spy_on_batches(model)

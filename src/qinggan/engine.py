@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_TOKENS = 8192
+MIN_PADDING_TO_SPLIT = 64  # padded tokens in a batch below which predict never splits it
 
 
 def default_threads() -> int:
@@ -160,9 +161,10 @@ class Predictor:
         lengths = [len(e) for e in encoded]
         for cut in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
             widths = [lengths[i] for i in cut]
-            runs = (
+            padding = len(cut) * widths[-1] - sum(widths)
+            runs = (  # a little padding is not worth measuring the call overhead for
                 split_for_padding(widths, self.batch_overhead_tokens)
-                if widths[0] != widths[-1]
+                if padding > MIN_PADDING_TO_SPLIT
                 else [(0, len(cut))]
             )
             for begin, end in runs:
