@@ -127,18 +127,19 @@ def choose_gate(
         )
         sweep.append({"confidence": confidence, "alone": round(float(sure.mean()), 4),
                       "accuracy": round(float(right.mean()), 5), "holds": holds})  # fmt: skip
+    rule: dict[str, float]
     if max_share is not None:
         within = [row for row in sweep if 1 - row["alone"] <= max_share + 1e-9]
         best = max(within, key=lambda row: row["accuracy"], default=None)  # first max: lowest
         if best is None:
             raise QingganError(f"no threshold passes on at most {max_share:.0%} of dev texts")
-        return {"member": member, "confidence": best["confidence"], "max_share": max_share,
-                "answered_alone_on_dev": best["alone"], "dev_accuracy": best["accuracy"],
-                "sweep": sweep}  # fmt: skip
-    best = next((row for row in sweep if row["holds"]), None)
-    if best is None:  # 0.99 still loses somewhere: let the gate member answer only when certain
-        best = {"confidence": 1.0, "alone": 0.0, "accuracy": round(float(full_right.mean()), 5)}
-    return {"member": member, "confidence": best["confidence"], "max_drop": max_drop,
+        rule = {"max_share": max_share}
+    else:
+        best = next((row for row in sweep if row["holds"]), None)
+        if best is None:  # 0.99 still loses somewhere: the gate member answers only when certain
+            best = {"confidence": 1.0, "alone": 0.0, "accuracy": round(float(full_right.mean()), 5)}
+        rule = {"max_drop": max_drop}
+    return {"member": member, "confidence": best["confidence"], **rule,
             "answered_alone_on_dev": best["alone"], "dev_accuracy": best["accuracy"],
             "sweep": sweep}  # fmt: skip
 
