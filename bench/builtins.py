@@ -15,6 +15,7 @@ Writes ``bench/results/builtins.json``; ``python bench/report.py`` renders it in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import random
@@ -26,15 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import DEFAULT_DATA, load_texts  # noqa: E402
-from engine import single_latency_ms  # noqa: E402
+from engine import single_latency_ms, timed_rate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "builtins.json"
-
-
-def batch_texts_per_s(clf: Any, texts: list[str]) -> float:
-    started = time.perf_counter()
-    clf.predict(texts)
-    return len(texts) / (time.perf_counter() - started)
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,7 +67,9 @@ def run(models: list[str], texts: list[str], rounds: int, threads: int) -> dict[
                     "round": index,
                     "p50_ms": single["p50"],
                     "p95_ms": single["p95"],
-                    "texts_per_s": round(batch_texts_per_s(clf, batch), 1),
+                    "texts_per_s": round(
+                        timed_rate(functools.partial(clf.predict, batch), len(batch), 0.0), 1
+                    ),
                 }
             )
             del clf

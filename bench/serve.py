@@ -317,8 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--systems",
-        default="original,qinggan-fp32,qinggan-int8,qinggan-ngram,qinggan-fast,qinggan-balanced,"
-        "qinggan-accurate",
+        default=",".join(("original", "qinggan-fp32", "qinggan-int8", *BUILTIN_SYSTEMS)),
         help="comma-separated subset of original, qinggan-fp32, qinggan-int8 and the built-in "
         "models qinggan-ngram, qinggan-fast, qinggan-balanced, qinggan-accurate",
     )

@@ -99,6 +99,11 @@ def onnx_logits(
     return np.concatenate(out)
 
 
+def default_variant(parity: dict[str, float]) -> str:
+    """``int8`` if it agrees with fp32 on at least ``INT8_MIN_AGREEMENT`` of dev, else ``fp32``."""
+    return "int8" if parity["int8_label_agreement_vs_fp32"] >= INT8_MIN_AGREEMENT else "fp32"
+
+
 def int8_difference(fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
     """How far int8 logits are from fp32 logits of the same texts."""
     return {

@@ -35,7 +35,7 @@ from ..errors import QingganError
 from .calibration import fit_temperature
 from .data import dev_subset, read_split, sample
 from .e5 import locate_e5_file, read_e5
-from .export import INT8_MIN_AGREEMENT, compare_variants, export_onnx, quantize_int8
+from .export import compare_variants, default_variant, export_onnx, quantize_int8
 from .model import SentimentModel, encoder_config_for, load_e5_weights
 from .vocab import build_tokenizer, full_vocab, prune_vocab
 
@@ -352,14 +352,13 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         f"torch {torch.__version__}",
         **cfg.extra,
     }
-    variant = "int8" if parity["int8_label_agreement_vs_fp32"] >= INT8_MIN_AGREEMENT else "fp32"
     write_bundle(
         out_dir,
         name=f"qinggan-{cfg.name}",
         labels=LABELS,
         models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
         max_length=cfg.export_max_len,
-        default_variant=variant,
+        default_variant=default_variant(parity),
         text_prefix=TEXT_PREFIX,
         temperature=round(temperature, 4),
         parity=parity,

@@ -32,8 +32,8 @@ from ..bundle import load_bundle, rewrite_manifest
 from ..errors import QingganError
 from .data import dev_subset, read_split
 from .export import (
-    INT8_MIN_AGREEMENT,
     compare_variants,
+    default_variant,
     int8_difference,
     onnx_logits,
     quantize_int8,
@@ -102,12 +102,11 @@ def requantize(run: Path, data_dir: Path, keep_fp32: list[str], threads: int = 2
     quantize_int8(run / m.models["fp32"], run / m.models["int8"], keep_fp32=keep_fp32)
     _, measured = compare_variants(run, batches, labels, threads)
     parity = {**m.parity, **measured}
-    agreed = parity["int8_label_agreement_vs_fp32"] >= INT8_MIN_AGREEMENT
     config = {**m.training.get("config", {}), "int8_keep_fp32": list(keep_fp32)}
     rewrite_manifest(
         run,
         parity=parity,
-        default_variant="int8" if agreed else "fp32",
+        default_variant=default_variant(parity),
         training={**m.training, "config": config},
     )
     return parity
