@@ -13,6 +13,7 @@ import qinggan
 from qinggan.bundle import Bundle
 from qinggan.engine import Classifier, softmax
 from qinggan.errors import TextTooLongError
+from qinggan.settings import SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,14 @@ def test_onnx_runtime_spinning_follows_the_argument_then_the_env(
             options.get_session_config_entry(key)
     else:
         assert options.get_session_config_entry(key) == expected
+
+
+def test_a_bad_spinning_env_value_is_an_error_naming_the_variable(
+    tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QINGGAN_ORT_SPINNING", "maybe")
+    with pytest.raises(SettingsError, match="QINGGAN_ORT_SPINNING must be true or false"):
+        qinggan.load(tiny_bundle.path)
 
 
 def test_softmax_is_stable() -> None:

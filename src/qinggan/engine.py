@@ -22,6 +22,7 @@ import onnxruntime as ort
 from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
 from .planning import measure_batch_overhead, plan_batches, split_for_padding
+from .settings import env_flag
 from .tokenization import Encoded, TextEncoder
 
 if TYPE_CHECKING:
@@ -79,8 +80,7 @@ def create_session(
     options.log_severity_level = 3
     if spinning is None:
         # QINGGAN_ORT_SPINNING=0 stops idle ORT threads busy-waiting (helps on shared/small CPUs).
-        raw = os.environ.get("QINGGAN_ORT_SPINNING", "").strip().lower()
-        spinning = None if not raw else raw not in ("0", "false", "no", "off")
+        spinning = env_flag("QINGGAN_ORT_SPINNING")
     if spinning is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     try:
