@@ -165,19 +165,12 @@ def agreement(model: str, texts: list[str], threads: int) -> dict[str, Any]:
 
 def session_with(path: Path, threads: int, **settings: Any) -> ort.InferenceSession:
     """A CPU session like ``qinggan.engine.create_session`` with some settings changed."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = settings.get(
-        "graph_level", ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    )
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    from qinggan.engine import session_options
+
+    options = session_options(threads, settings.get("spinning"))
+    if "graph_level" in settings:
+        options.graph_optimization_level = settings["graph_level"]
     options.enable_cpu_mem_arena = settings.get("arena", True)
-    options.log_severity_level = 3
-    if "spinning" in settings:
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if settings["spinning"] else "0"
-        )
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -64,10 +64,8 @@ class Prediction:
         }
 
 
-def create_session(
-    path: str | os.PathLike[str], threads: int, spinning: bool | None = None
-) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads.
+def session_options(threads: int, spinning: bool | None = None) -> ort.SessionOptions:
+    """ONNX Runtime CPU options: full graph optimisation, ``threads`` intra-op threads.
 
     ``spinning`` sets whether idle intra-op threads busy-wait for work (``None``:
     ``$QINGGAN_ORT_SPINNING`` if set, else ONNX Runtime's default, on).
@@ -83,6 +81,14 @@ def create_session(
         spinning = env_flag("QINGGAN_ORT_SPINNING")
     if spinning is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
+    return options
+
+
+def create_session(
+    path: str | os.PathLike[str], threads: int, spinning: bool | None = None
+) -> ort.InferenceSession:
+    """A CPU session with :func:`session_options`; a broken file is a :class:`BundleError`."""
+    options = session_options(threads, spinning)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
