@@ -78,7 +78,7 @@ def session_options(threads: int, spinning: bool | None = None) -> ort.SessionOp
     options.log_severity_level = 3
     if spinning is None:
         # QINGGAN_ORT_SPINNING=0 stops idle ORT threads busy-waiting (helps on shared/small CPUs).
-        spinning = env_flag("QINGGAN_ORT_SPINNING")
+        spinning = env_flag("ort_spinning")
     if spinning is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     return options

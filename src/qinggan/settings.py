@@ -136,13 +136,12 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def env_flag(variable: str, environ: Mapping[str, str] | None = None) -> bool | None:
-    """A yes/no environment variable: ``None`` if unset or blank, else its value.
-
-    Accepts ``1/0``, ``true/false``, ``yes/no``, ``on/off`` (any case); anything else
-    raises :class:`SettingsError` naming the variable, as a bad ``Settings`` value does.
-    """
-    raw = (os.environ if environ is None else environ).get(variable, "").strip()
+def env_flag(field_name: str) -> bool | None:
+    """The yes/no environment variable of a boolean setting (e.g. ``ort_spinning``):
+    ``None`` if unset or blank, else its value, parsed as :meth:`Settings.resolve` does
+    (a bad value raises :class:`SettingsError` naming the variable)."""
+    variable = env_name(field_name)
+    raw = os.environ.get(variable, "").strip()
     return _cast(bool, raw, variable) if raw else None
 
 
