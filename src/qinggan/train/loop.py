@@ -32,11 +32,10 @@ from torch.nn import functional as F
 
 from ..bundle import write_bundle
 from ..errors import QingganError
-from .calibration import fit_temperature
 from .data import dev_subset, read_split, sample
 from .e5 import locate_e5_file, read_e5
-from .export import compare_variants, default_variant, export_onnx, quantize_int8
-from .model import SentimentModel, encoder_config_for, load_e5_weights
+from .export import default_variant, export_checked
+from .model import SentimentModel, encoder_config_for, load_e5_weights, load_saved
 from .vocab import build_tokenizer, full_vocab, prune_vocab
 
 LABELS = ["Negative", "Positive"]
@@ -91,13 +90,9 @@ class TrainConfig:
 def load_earlier_run(model: SentimentModel, path: str) -> None:
     """Continue from the weights an earlier run saved (``OUT.pt``); same layers and data."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise QingganError(
-            f"--init {path}: not a weights file saved by qinggan train ({exc})"
-        ) from exc
-    if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise QingganError(f"--init {path}: not a weights file saved by qinggan train")
+        saved = load_saved(path)
+    except QingganError as exc:
+        raise QingganError(f"--init {exc}") from exc
     if saved.get("encoder") != model.encoder.cfg.to_dict():
         raise QingganError(
             f"--init {path}: its encoder {saved.get('encoder')} differs from this run's "
@@ -314,20 +309,18 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         out_dir.parent / f"{out_dir.name}.pt",
     )
 
-    dev_logits = torch_logits(model, dev_ids)
-    temperature = fit_temperature(dev_logits, dev_labels)
-    console.print(f"temperature on dev: {temperature:.3f}")
-
     tokenizer.no_truncation()
     tokenizer.save(str(out_dir / "tokenizer.json"))
-    export_onnx(model, out_dir / "model.onnx")
-    quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx", keep_fp32=cfg.int8_keep_fp32)
     order, batches = eval_batches(dev_ids)
-    fp32, int8_parity = compare_variants(out_dir, batches, dev_labels[order], cfg.threads)
-    parity = {
-        "fp32_max_abs_diff_vs_torch": float(np.abs(fp32 - dev_logits[order]).max()),
-        **int8_parity,
-    }
+    temperature, parity = export_checked(
+        model,
+        out_dir,
+        batches,
+        dev_labels[order],
+        keep_fp32=cfg.int8_keep_fp32,
+        threads=cfg.threads,
+    )
+    console.print(f"temperature on dev: {temperature:.3f}")
     console.print(f"parity: {json.dumps(parity)}")
     training = {
         "config": {

@@ -11,13 +11,17 @@ position ids for right-padded batches.
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import QingganError
 from .e5 import E5Image
 
 
@@ -160,3 +164,14 @@ def encoder_config_for(image: E5Image, vocab_size: int, layers: int) -> EncoderC
         positions=src.positions,
         eps=src.eps,
     )
+
+
+def load_saved(path: str | Path) -> dict[str, Any]:
+    """A weights file written by ``qinggan train`` (``OUT.pt``: ``state_dict``, ``encoder``)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        raise QingganError(f"{path}: not a weights file saved by qinggan train ({exc})") from exc
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise QingganError(f"{path}: not a weights file saved by qinggan train")
+    return saved
