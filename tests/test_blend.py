@@ -116,3 +116,15 @@ def test_choose_gate_holds_accuracy_in_every_group() -> None:
     )
     assert per_group["confidence"] > 0.8  # the small group would lose everything
     assert per_group["dev_accuracy"] == 1.0
+
+
+def test_pipeline_script_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-bundle"
+    command = ["-m", "qinggan.train.blend", str(tmp_path / "out"), str(tmp_path), str(missing)]
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and str(missing) in done.stderr
+    assert "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import QingganError
+from .errors import QingganError, run_main
 
 app = typer.Typer(
     name="qinggan",
@@ -542,15 +542,7 @@ def serve(
 
 def main() -> None:
     """Entry point: run the app, turning qinggan errors into one-line messages."""
-    try:
-        app()
-    except QingganError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    except BrokenPipeError:
-        raise SystemExit(0) from None
+    run_main(app)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ server can turn it into a one-line message instead of a traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class QingganError(Exception):
     """Base class for errors caused by input, configuration or a bad model bundle."""
@@ -34,3 +37,17 @@ class MissingExtraError(QingganError):
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(f"{feature} needs the '{module}' package: pip install 'qinggan[{extra}]'")
         self.extra = extra
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a command's entry point as users expect: a :class:`QingganError` prints one line
+    ``error: ...`` and exits 1, Ctrl+C exits 130, and a closed output pipe exits 0."""
+    try:
+        main()
+    except QingganError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        raise SystemExit(0) from None

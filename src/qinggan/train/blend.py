@@ -30,7 +30,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle, write_bundle
 from ..engine import load
 from ..ensemble import mix, sharpen
-from ..errors import QingganError
+from ..errors import QingganError, run_main
 from .calibration import fit_temperature, nll
 from .data import read_split
 
@@ -241,4 +241,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

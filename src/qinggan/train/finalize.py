@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..bundle import load_bundle, rewrite_manifest
 from ..engine import Classifier, load
+from ..errors import run_main
 from ..evaluate import evaluate_examples, expand_inputs, to_markdown
 from .data import read_labelled, sample
 
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle, write_bundle
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, run_main
 from .calibration import fit_temperature
 from .data import Example, read_split
 
@@ -318,4 +318,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

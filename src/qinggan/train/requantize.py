@@ -29,7 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..bundle import load_bundle, rewrite_manifest
-from ..errors import QingganError
+from ..errors import QingganError, run_main
 from .data import dev_subset, read_split
 from .export import (
     compare_variants,
@@ -130,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..bundle import Bundle, load_bundle, rewrite_manifest
-from ..errors import QingganError
+from ..errors import QingganError, run_main
 from .export import default_variant, export_checked
 from .model import EncoderConfig, SentimentModel, load_saved
 from .requantize import dev_batches
@@ -149,4 +149,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
