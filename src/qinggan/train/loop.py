@@ -13,6 +13,7 @@ import json
 import math
 import platform
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 from ..bundle import write_bundle
 from ..errors import QingganError
 from .data import dev_subset, read_split, sample
+from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distill_loss, teacher_logits
 from .e5 import locate_e5_file, read_e5
 from .export import default_variant, export_checked
 from .model import SentimentModel, encoder_config_for, load_e5_weights, load_saved
@@ -74,6 +76,9 @@ class TrainConfig:
     name: str | None = None
     init: str | None = None
     int8_keep_fp32: list[str] = field(default_factory=list)
+    teacher: str | None = None  # a bundle whose soft labels the student learns from
+    distill_alpha: float = DEFAULT_ALPHA
+    distill_temperature: float = DEFAULT_TEMPERATURE
     extra: dict[str, object] = field(default_factory=dict)
 
     def resolved(self) -> TrainConfig:
@@ -88,17 +93,26 @@ class TrainConfig:
 
 
 def load_earlier_run(model: SentimentModel, path: str) -> None:
-    """Continue from the weights an earlier run saved (``OUT.pt``); same layers and data."""
+    """Start from the weights an earlier run saved (``OUT.pt``): same data and sources, and
+    the same number of layers or more (a student takes the first ``--layers`` of them)."""
     try:
         saved = load_saved(path)
     except QingganError as exc:
         raise QingganError(f"--init {exc}") from exc
-    if saved.get("encoder") != model.encoder.cfg.to_dict():
+    ours, theirs = model.encoder.cfg.to_dict(), saved.get("encoder") or {}
+    if {**theirs, "layers": ours["layers"]} != ours or theirs["layers"] < ours["layers"]:
         raise QingganError(
             f"--init {path}: its encoder {saved.get('encoder')} differs from this run's "
-            f"{model.encoder.cfg.to_dict()} (use the same --layers, data and sources)"
+            f"{ours} (use the same data and sources, and as many --layers or fewer)"
         )
-    model.load_state_dict(saved["state_dict"])
+    deeper = re.compile(r"(^|\.)layers\.(\d+)\.")
+    model.load_state_dict(
+        {
+            key: value
+            for key, value in saved["state_dict"].items()
+            if not ((m := deeper.search(key)) and int(m.group(2)) >= ours["layers"])
+        }
+    )
 
 
 def set_seed(seed: int) -> None:
@@ -196,6 +210,14 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     dev_ids = encode(tokenizer, [e.text for e in dev_set], cfg.export_max_len)
     dev_labels = np.array([e.label for e in dev_set], dtype=np.int64)
     console.print(f"train {len(train_set):,} texts, dev {len(dev_set):,} texts")
+    teacher, teacher_name = None, None
+    if cfg.teacher:
+        soft, teacher_name = teacher_logits(
+            cfg.teacher, [e.text for e in train_set], LABELS, threads=cfg.threads, console=console
+        )
+        teacher = torch.from_numpy(soft)
+        agree = float((soft.argmax(1) == train_labels).mean())
+        console.print(f"teacher {teacher_name}: {len(soft):,} soft labels, {agree:.2%} agree")
 
     enc_cfg = encoder_config_for(image, len(pruned.pieces), cfg.layers)  # type: ignore[arg-type]
     model = SentimentModel(enc_cfg, num_labels=2, dropout=cfg.dropout)
@@ -253,7 +275,17 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
                 model.train()
                 ids, mask = pad_batch([train_ids[i] for i in batch])
                 logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-                loss = F.cross_entropy(logits, torch.from_numpy(train_labels[batch]))
+                targets = torch.from_numpy(train_labels[batch])
+                if teacher is None:
+                    loss = F.cross_entropy(logits, targets)
+                else:
+                    loss = distill_loss(
+                        logits,
+                        teacher[batch],
+                        targets,
+                        alpha=cfg.distill_alpha,
+                        temperature=cfg.distill_temperature,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -343,6 +375,7 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         "time_seconds": round(train_seconds, 1),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
+        **({"teacher": teacher_name} if teacher_name else {}),
         **cfg.extra,
     }
     write_bundle(
