@@ -355,7 +355,8 @@ def train(
         typer.Option(
             "--init",
             help="Start from an earlier run's weights (the OUT.pt it saved beside its bundle) "
-            "instead of e5-small's, e.g. a second stage at a longer --max-len.",
+            "instead of e5-small's, e.g. a second stage at a longer --max-len; from a deeper "
+            "run, its first --layers.",
         ),
     ] = None,
     int8_keep_fp32: Annotated[
