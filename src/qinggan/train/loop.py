@@ -99,8 +99,10 @@ def load_earlier_run(model: SentimentModel, path: str) -> None:
         saved = load_saved(path)
     except QingganError as exc:
         raise QingganError(f"--init {exc}") from exc
-    ours, theirs = model.encoder.cfg.to_dict(), saved.get("encoder") or {}
-    if {**theirs, "layers": ours["layers"]} != ours or theirs["layers"] < ours["layers"]:
+    layers, theirs = model.encoder.cfg.layers, saved.get("encoder") or {}
+    depth = theirs.get("layers")
+    ours = model.encoder.cfg.to_dict()
+    if {**theirs, "layers": layers} != ours or not isinstance(depth, int) or depth < layers:
         raise QingganError(
             f"--init {path}: its encoder {saved.get('encoder')} differs from this run's "
             f"{ours} (use the same data and sources, and as many --layers or fewer)"
@@ -110,7 +112,7 @@ def load_earlier_run(model: SentimentModel, path: str) -> None:
         {
             key: value
             for key, value in saved["state_dict"].items()
-            if not ((m := deeper.search(key)) and int(m.group(2)) >= ours["layers"])
+            if not ((m := deeper.search(key)) and int(m.group(2)) >= layers)
         }
     )
 
