@@ -83,11 +83,11 @@ class Manifest:
             ):
                 problems.append(f"member {member['path']!r} needs a positive weight")
         if self.gate:
-            member, confidence = self.gate.get("member"), self.gate.get("confidence")
+            index, confidence = self.gate.get("member"), self.gate.get("confidence")
             if not self.members:
                 problems.append("has a gate but no ensemble members")
-            elif not isinstance(member, int) or not 0 <= member < len(self.members):
-                problems.append(f"gate member must index the members, got {member!r}")
+            elif not isinstance(index, int) or not 0 <= index < len(self.members):
+                problems.append(f"gate member must index the members, got {index!r}")
             if not isinstance(confidence, (int, float)) or not 0 < confidence <= 1:
                 problems.append(f"gate confidence must be in (0, 1], got {confidence!r}")
         unknown = set(self.models) - set(VARIANTS)

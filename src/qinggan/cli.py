@@ -160,11 +160,12 @@ def _predict_file(  # type: ignore[no-untyped-def]
 ) -> None:
     """``predict --input``: stream a file through a local classifier or a Ray actor pool."""
     from .files import LocalScorer, score_file
+    from .files.predictions import ChunkScorer
 
     if engine == "local":
         from .engine import load
 
-        scorer = LocalScorer(load(model, variant=variant, threads=threads))
+        scorer: ChunkScorer = LocalScorer(load(model, variant=variant, threads=threads))
     elif engine == "ray":
         from .scale import RayChunkScorer
 

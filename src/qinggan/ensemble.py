@@ -125,7 +125,7 @@ class Ensemble(Predictor):
         if unsure.size:
             answer = answer.copy()
             answer[unsure] = self._combine(
-                [encoded[i] for i in unsure], {first: answer[unsure]}, planned=planned
+                [encoded[i] for i in unsure.tolist()], {first: answer[unsure]}, planned=planned
             )
         return answer
 

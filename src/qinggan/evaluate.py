@@ -153,7 +153,7 @@ def evaluate_examples(
         row: dict[str, object] = {"model": asdict(compute_metrics(labels, probs))}
         if base_fn is not None:
             base = base_fn(texts)
-            row[baseline] = asdict(compute_metrics(labels, base))  # type: ignore[index]
+            row[baseline] = asdict(compute_metrics(labels, base.tolist()))  # type: ignore[index]
             all_base.extend(base.tolist())
         rows[name] = row
         all_labels.extend(labels)

@@ -81,6 +81,7 @@ class AppendSink(Sink):
         self.partial = partial_path(path)
         self.fmt = fmt
         self.delimiter = "," if fmt == "csv" else "\t"
+        self.fh: IO[bytes]
         if resume_bytes is None:
             self.fh = open(self.partial, "wb")  # noqa: SIM115 - closed in finish/abort
         else:
