@@ -37,7 +37,13 @@ from .data import dev_subset, read_split, sample
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distill_loss, teacher_logits
 from .e5 import locate_e5_file, read_e5
 from .export import default_variant, export_checked
-from .model import SentimentModel, encoder_config_for, load_e5_weights, load_saved
+from .model import (
+    SentimentModel,
+    encoder_config_for,
+    load_e5_weights,
+    load_saved,
+    weights_file,
+)
 from .vocab import build_tokenizer, full_vocab, prune_vocab
 
 LABELS = ["Negative", "Positive"]
@@ -340,7 +346,7 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     model.eval()
     torch.save(
         {"state_dict": best_state, "encoder": enc_cfg.to_dict()},
-        out_dir.parent / f"{out_dir.name}.pt",
+        weights_file(out_dir),
     )
 
     tokenizer.no_truncation()

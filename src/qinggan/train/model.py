@@ -166,6 +166,11 @@ def encoder_config_for(image: E5Image, vocab_size: int, layers: int) -> EncoderC
     )
 
 
+def weights_file(run_dir: Path) -> Path:
+    """Where ``qinggan train`` saves a run's best weights: ``OUT.pt`` beside ``OUT/``."""
+    return run_dir.parent / f"{run_dir.name}.pt"
+
+
 def load_saved(path: str | Path) -> dict[str, Any]:
     """A weights file written by ``qinggan train`` (``OUT.pt``: ``state_dict``, ``encoder``)."""
     try:

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ..bundle import Bundle, load_bundle, rewrite_manifest
+from ..bundle import Bundle, Manifest, load_bundle, rewrite_manifest
 from ..errors import QingganError, run_main
 from .export import default_variant, export_checked
-from .model import EncoderConfig, SentimentModel, load_saved
+from .model import EncoderConfig, SentimentModel, load_saved, weights_file
 from .requantize import dev_batches
 
 # what describes one training run rather than the soup (kept per run under "soup")
@@ -38,19 +38,14 @@ RUN_FIELDS = (
 )
 
 
-def run_summary(run: Path) -> dict[str, Any]:
+def run_summary(run: Path, manifest: Manifest) -> dict[str, Any]:
     """Where ``run`` started from and how its training went (for the soup's manifest)."""
-    training = load_bundle(run).manifest.training
+    training = manifest.training
     return {
         "run": run.name,
         "init": training.get("config", {}).get("init"),
         **{k: training.get(k) for k in RUN_FIELDS if k != "history"},
     }
-
-
-def weights_file(run: Path) -> Path:
-    """Where ``qinggan train`` saved ``run``'s best weights."""
-    return run.parent / f"{run.name}.pt"
 
 
 def average_weights(paths: list[Path]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -84,9 +79,10 @@ def soup(
     threads: int = 2,
 ) -> Bundle:
     """Write the bundle of ``runs``' averaged weights to ``out_dir`` (see the module doc)."""
-    template = load_bundle(runs[0]).manifest
-    for run in runs[1:]:
-        other = load_bundle(run).manifest
+    # only the manifests and tokenizer are read from the runs (the weights are RUN.pt)
+    manifests = [load_bundle(run, verify=False).manifest for run in runs]
+    template = manifests[0]
+    for run, other in zip(runs[1:], manifests[1:], strict=True):
         if other.files.get(other.tokenizer) != template.files.get(template.tokenizer):
             raise QingganError(f"{run}: its tokenizer differs from {runs[0]}'s; cannot average")
     encoder, state = average_weights([weights_file(run) for run in runs])
@@ -108,7 +104,7 @@ def soup(
         "config": {**config, "int8_keep_fp32": keep_fp32},
         "soup": {
             "script": "python -m qinggan.train.soup OUT DATA_DIR " + " ".join(r.name for r in runs),
-            "runs": [run_summary(run) for run in runs],
+            "runs": [run_summary(run, m) for run, m in zip(runs, manifests, strict=True)],
         },
     }
     return rewrite_manifest(
