@@ -1,0 +1,5 @@
+"""``python -m qinggan.cli``."""
+
+from . import main
+
+main()
