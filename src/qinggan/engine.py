@@ -27,6 +27,7 @@ from .tokenization import Encoded, TextEncoder
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
+    from .explain import Explanation
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,19 @@ class Prediction:
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    explanation: Explanation | None = None  # with predict(..., explain=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "label_zh": self.label_zh,
             "confidence": round(self.confidence, 4),
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "truncated": self.truncated,
         }
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
+        return out
 
 
 def session_options(threads: int, spinning: bool | None = None) -> ort.SessionOptions:
@@ -146,14 +151,20 @@ class Predictor:
             )
         return out
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Classify ``texts``; results come back in input order."""
+    def predict(self, texts: Sequence[str], *, explain: bool = False) -> list[Prediction]:
+        """Classify ``texts``; results come back in input order. ``explain`` attaches
+        the clauses and phrases behind each answer (:mod:`qinggan.explain`)."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of texts; use clf(text) for one")
         if not texts:
             return []
         encoded = self.tokenize(texts)
-        return self.to_predictions(self.probabilities(encoded), encoded)
+        predictions = self.to_predictions(self.probabilities(encoded), encoded)
+        if explain:
+            from .explain import explain as attach
+
+            predictions = attach(self, texts, predictions)
+        return predictions
 
     def probabilities(self, encoded: Sequence[Any]) -> np.ndarray:
         """Calibrated probabilities of tokenised texts, shape (n, labels), in input order.
