@@ -24,7 +24,7 @@ _CJK = r"\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _SEPARATORS = re.compile(
     r"[，,。！!？?；;：:、…~～\n\r\t|/\\（）()【】\[\]「」『』《》<>\"“”]+"
     r"|(?<!\d)\.|\.(?!\d)"
-    rf"|(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])"
+    rf"|(?<=[{_CJK}])\s+(?=[{_CJK}])"
 )
 _CONTRAST = re.compile("|".join(CONTRAST_WORDS))
 

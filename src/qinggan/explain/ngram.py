@@ -97,7 +97,8 @@ class LinearNgram:
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         ids = np.asarray(encoding.ids, dtype=np.int64)
         offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-        bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        # the model strips a text's ends: a span read alone loses its edge whitespace
+        bounds = np.asarray([_strip(text, a, b) for a, b in spans], dtype=np.int64).reshape(-1, 2)
         first = np.searchsorted(offsets[:, 0], bounds[:, 0], side="left")  # tokens inside
         last = np.searchsorted(offsets[:, 1], bounds[:, 1], side="right")  # [first, last)
         dot = np.zeros(len(bounds))
@@ -110,12 +111,21 @@ class LinearNgram:
                 continue
             contrib = np.where(found, contribution[index], 0.0)
             square = np.where(found, weight[index] ** 2, 0.0)
-            hi = np.maximum(last - order + 1, first)  # n-grams starting in [first, hi)
-            dot += _range_sums(contrib, first, hi)
-            norm2 += _range_sums(square, first, hi)
-            norm2 += _repeat_terms(np.flatnonzero(found), index, weight, first, hi)
+            lo = np.minimum(first, len(found))  # n-grams starting in [lo, hi) fit the span
+            hi = np.clip(last - order + 1, lo, len(found))
+            dot += _range_sums(contrib, lo, hi)
+            norm2 += _range_sums(square, lo, hi)
+            norm2 += _repeat_terms(np.flatnonzero(found), index, weight, lo, hi)
         z = np.where(norm2 > 0, dot / np.sqrt(np.maximum(norm2, 1e-24)), 0.0) + self.intercept
         return softmax(z[:, None] * self.select[None, :] / self.temperature)
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def _keys(grams: np.ndarray, base: int) -> np.ndarray:
