@@ -71,6 +71,14 @@ def predict(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
     ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show the clauses and phrases behind each answer (coloured on a terminal, "
+            "JSON otherwise; files get phrase_positive, phrase_negative and mixed columns).",
+        ),
+    ] = False,
 ) -> None:
     """Classify texts given as arguments, read from stdin, or in a file (--input/--output)."""
     if input_path is not None or output_path is not None:
@@ -99,12 +107,18 @@ def predict(
             engine,
             concurrency,
             quiet,
+            explain,
         )
         return
     from ..engine import load
 
     clf = load(model, variant=variant, threads=threads, truncate=not no_truncate)
     if texts:
+        if explain:
+            from .explain import print_explained
+
+            print_explained(clf.predict(texts, explain=True), texts, as_json)
+            return
         for text, pred in zip(texts, clf.predict(texts), strict=True):
             if as_json:
                 _emit_json({"text": text, **pred.to_dict()})
@@ -113,11 +127,11 @@ def predict(
         return
     if sys.stdin.isatty():
         raise QingganError("no texts given: pass them as arguments or pipe one per line on stdin")
-    _predict_stream(clf, sys.stdin)
+    _predict_stream(clf, sys.stdin, explain=explain)
 
 
 def _predict_file(  # type: ignore[no-untyped-def]
-    input_path, output_path, options, model, variant, threads, engine, concurrency, quiet
+    input_path, output_path, options, model, variant, threads, engine, concurrency, quiet, explain
 ) -> None:
     """``predict --input``: stream a file through a local classifier or a Ray actor pool."""
     from ..files import LocalScorer, score_file
@@ -126,7 +140,10 @@ def _predict_file(  # type: ignore[no-untyped-def]
     if engine == "local":
         from ..engine import load
 
-        scorer: ChunkScorer = LocalScorer(load(model, variant=variant, threads=threads))
+        clf = load(model, variant=variant, threads=threads)
+        scorer: ChunkScorer = LocalScorer(clf, explain=explain)
+    elif explain:
+        raise QingganError("--explain scores files with --engine local only")
     elif engine == "ray":
         from ..scale import RayChunkScorer
 
@@ -143,13 +160,13 @@ def _predict_file(  # type: ignore[no-untyped-def]
         typer.echo(summary.describe(), err=True)
 
 
-def _predict_stream(clf, lines, chunk: int = 256) -> None:  # type: ignore[no-untyped-def]
+def _predict_stream(clf, lines, chunk: int = 256, explain: bool = False) -> None:  # type: ignore[no-untyped-def]
     """Score a stream of lines in chunks, writing JSON lines in order; blank lines get an error."""
     buffer: list[str] = []
 
     def flush() -> None:
         texts = [t for t in buffer if t.strip()]
-        preds = iter(clf.predict(texts)) if texts else iter(())
+        preds = iter(clf.predict(texts, explain=explain) if texts else ())
         for text in buffer:
             if text.strip():
                 _emit_json({"text": text, **next(preds).to_dict()})

@@ -134,7 +134,7 @@ def _run(
     out_fmt = output_format(output_path)
     to_stdout = output_path == STDIO
     output = Path(output_path)
-    pred_schema = prediction_schema(scorer.labels, options.prefix)
+    pred_schema = prediction_schema(scorer.labels, options.prefix, scorer.explain)
     _check_collisions(source.columns, pred_schema)
 
     checkpointing = not to_stdout and input_path != STDIO
