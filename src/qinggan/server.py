@@ -51,6 +51,7 @@ from .batching import (
     QueueFull,
 )
 from .engine import Prediction
+from .explain.service import EXPLAIN_FIELD_HELP, ExplanationDoc
 from .metrics import Metrics
 from .planning import measure_batch_overhead
 from .protocol import DOCS_HEADERS, STRICT_HEADERS, bounded_http_protocol, error_bytes
@@ -136,10 +137,12 @@ def error_response(
 
 class AnalyzeRequest(BaseModel):
     text: str = Field(description="One review; at most max_text_chars characters.")
+    explain: bool = Field(False, description=EXPLAIN_FIELD_HELP)
 
 
 class BatchRequest(BaseModel):
     texts: list[str] = Field(description="Reviews, at most max_batch_texts of them.")
+    explain: bool = Field(False, description=EXPLAIN_FIELD_HELP)
 
 
 class AnalyzeResult(BaseModel):
@@ -149,6 +152,7 @@ class AnalyzeResult(BaseModel):
     label_zh: str = Field(examples=["正面"])
     scores: dict[str, float]
     truncated: bool = Field(description="True if the text was cut to the model's token limit.")
+    explanation: ExplanationDoc | None = Field(None, description="Only with explain: true.")
 
 
 class BatchResult(BaseModel):
@@ -424,6 +428,18 @@ class Service:
         finally:
             watcher.cancel()
 
+    async def explain(self, texts: list[str], predictions: list[Prediction]) -> list[Prediction]:
+        """``predictions`` with explanations (:mod:`qinggan.explain.service`); 500 if that fails."""
+        from .explain.service import explain_async
+
+        try:
+            return await explain_async(self.model, texts, predictions)
+        except Exception:
+            log.exception("explaining %d text(s) failed", len(texts))
+            raise ApiError(
+                500, "internal_error", "the model failed to explain this request"
+            ) from None
+
 
 def _retry() -> dict[str, str]:
     return {"Retry-After": RETRY_AFTER_S}
@@ -500,9 +516,18 @@ def check_text(value: Any, where: str, limit: int) -> str:
     return value
 
 
+def check_explain(payload: dict[str, Any]) -> bool:
+    from .explain.service import wants_explanation
+
+    explain = wants_explanation(payload)
+    if explain is None:
+        raise ApiError(422, "invalid_request", "'explain' must be true or false")
+    return explain
+
+
 def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
     d = prediction.to_dict()
-    return {
+    out = {
         "label": d["label"],
         "confidence": d["confidence"],
         "text": text,
@@ -510,6 +535,9 @@ def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
         "scores": d["scores"],
         "truncated": d["truncated"],
     }
+    if "explanation" in d:
+        out["explanation"] = d["explanation"]
+    return out
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -574,8 +602,11 @@ def create_app(
         try:
             payload = await read_object(request, settings.max_body_bytes, '{"text": "..."}')
             text = check_text(payload.get("text"), "text", limit_chars)
+            explain = check_explain(payload)
             timings: dict[str, float] = {}
             predictions = await service.classify([text], request, timings)
+            if explain:
+                predictions = await service.explain([text], predictions)
             body = result_dict(text, predictions[0])
             return json_response(body, headers=timing_headers(timings, started))
         except ApiError as error:
@@ -607,8 +638,11 @@ def create_app(
                 )
             for i, text in enumerate(texts):
                 check_text(text, f"texts[{i}]", limit_chars)
+            explain = check_explain(payload)
             timings: dict[str, float] = {}
             predictions = await service.classify(texts, request, timings)
+            if explain:
+                predictions = await service.explain(texts, predictions)
             results = [result_dict(t, p) for t, p in zip(texts, predictions, strict=True)]
             return json_response({"results": results}, headers=timing_headers(timings, started))
         except ApiError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MIXED_SUPPORT = 0.25  # a clause needs |score| >= this on each side for ``mixed``
-PHRASE_SUPPORT = 0.05  # clauses weaker than this get no phrase
+PHRASE_SUPPORT = 0.2  # clauses weaker than this get no phrase
 PHRASE_SLACK = 0.05  # windows this close to the strongest count as as strong (longest wins)
 
 
