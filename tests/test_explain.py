@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import qinggan
 from qinggan.bundle import Bundle, write_bundle
-from qinggan.explain import Explanation, explain_texts, explainer_for
+from qinggan.explain import Explanation, Span, explain_texts, explainer_for
 from qinggan.explain.clauses import MAX_CLAUSES, clauses, phrase_candidates
 from qinggan.explain.explainer import relative
 from qinggan.explain.mixed import is_mixed
@@ -117,11 +117,20 @@ def test_relative_scores_are_zero_at_the_baseline_and_keep_the_ends() -> None:
     assert out.tolist() == pytest.approx([-1.0, 0.0, 1 / 3, 1.0])
 
 
+def clause(text: str, score: float) -> Span:
+    return Span(0, len(text), text, score, "clause")
+
+
 def test_mixed_needs_strong_support_on_both_sides() -> None:
-    assert is_mixed([0.8, -0.9])
-    assert not is_mixed([0.8, -0.1])
-    assert not is_mixed([0.8, 0.9])
+    assert is_mixed([clause("位置很好", 0.8), clause("隔音太差", -0.9)])
+    assert not is_mixed([clause("位置很好", 0.8), clause("隔音一般", -0.1)])
+    assert not is_mixed([clause("位置很好", 0.8), clause("早餐很好", 0.9)])
     assert not is_mixed([])
+
+
+def test_numbers_emoji_and_single_characters_never_make_a_review_mixed() -> None:
+    for odd in ("1", "😀😀", "哇", "2."):
+        assert not is_mixed([clause("位置很好", 0.8), clause(odd, -0.9)])
 
 
 # -- every kind of bundle -------------------------------------------------------------------
@@ -155,7 +164,7 @@ def test_ngram_scores_are_exactly_the_models_own() -> None:
     text = "房间舒适，环境不错，好好好好好，离火车站近 ＡＢＣ abc"
     spans = [(0, 4), (5, 9), (10, 15), (0, len(text)), (3, 3), (16, 22)]
     expected = [clf.predict([text[a:b]])[0].scores["Positive"] for a, b in spans]
-    assert linear.probabilities(text, spans)[:, 1] == pytest.approx(expected, abs=1e-5)
+    assert linear.prepare(text).probabilities(spans)[:, 1] == pytest.approx(expected, abs=1e-5)
 
 
 def test_ngram_bundle_explains_with_exact_scores() -> None:

@@ -100,4 +100,4 @@ def phrase_candidates(text: str, start: int, end: int, dense: bool) -> list[tupl
         spans = [w for width in range(2, PHRASE_WIDTH + 1) for w in windows(start, end, width, 1)]
     else:
         spans = windows(start, end, PHRASE_WIDTH, PHRASE_STRIDE)
-    return [(a, b) for a, b in spans if text[a:b].strip() and _strip(text, a, b) == (a, b)]
+    return [(a, b) for a, b in spans if not (text[a].isspace() or text[b - 1].isspace())]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .clauses import clauses, phrase_candidates
 from .mixed import PHRASE_SLACK, PHRASE_SUPPORT, is_mixed
-from .scorers import SpanScorer, scorers_for
+from .scorers import Session, SpanScorer, WeightedScorer, scorers_for
 from .types import Explanation, Span
 
 
@@ -31,6 +31,9 @@ def polarity_columns(labels: tuple[str, ...]) -> tuple[int, int]:
     positive = lower.index("positive") if "positive" in lower else len(labels) - 1
     negative = lower.index("negative") if "negative" in lower else 0
     return positive, negative
+
+
+ONE_PASS_CHARS = 2000  # texts up to this long score every phrase window with the clauses
 
 
 class Explainer:
@@ -47,52 +50,75 @@ class Explainer:
     def _baseline(self, scorer: SpanScorer) -> float:
         key = id(scorer)
         if key not in self._baselines:
-            self._baselines[key] = float(self.polarity(scorer.probabilities("", [(0, 0)]))[0])
+            probs = scorer.session("").probabilities([(0, 0)])
+            self._baselines[key] = float(self.polarity(probs)[0])
         return self._baselines[key]
 
-    def scores(self, scorer: SpanScorer, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+    def scores(self, session: Session, baseline: float, spans: list[tuple[int, int]]) -> np.ndarray:
         if not spans:
             return np.zeros(0)
-        probs = scorer.probabilities(text, spans)
-        return relative(self.polarity(probs), self._baseline(scorer))
+        return relative(self.polarity(session.probabilities(spans)), baseline)
 
-    def choose(self, text: str) -> tuple[SpanScorer, str]:
+    def open(self, text: str) -> tuple[SpanScorer, Session, str]:
         """The scorer that stands for how this text was answered (a cascade's gate member
-        alone when it was sure of the whole text)."""
-        if self.gate is not None:
-            whole = self.gate.probabilities(text, [(0, len(text))])
+        alone when it was sure of the whole text), with a session on the text."""
+        scorer = self.scorer
+        if self.gate is not None and isinstance(scorer, WeightedScorer):
+            gate = scorer.members[self.gate]
+            gate_session = gate.session(text)
+            whole = gate_session.probabilities([(0, len(text))])
             if float(whole.max()) >= self.gate_confidence:
-                return self.gate, f"cascade-gate({self.gate.method})"
-        return self.scorer, self.scorer.method
+                return gate, gate_session, f"cascade-gate({gate.method})"
+            return scorer, scorer.session(text, {self.gate: gate_session}), scorer.method
+        return scorer, scorer.session(text), scorer.method
 
     def explain(self, text: str) -> Explanation:
-        scorer, method = self.choose(text)
         cuts = clauses(text)
-        clause_scores = self.scores(scorer, text, cuts)
+        if not cuts:
+            return Explanation(method=self.scorer.method, mixed=False)
+        scorer, session, method = self.open(text)
+        baseline = self._baseline(scorer)
+        known: dict[tuple[int, int], float] = {}
+        if scorer.cheap and len(text) <= ONE_PASS_CHARS:  # clauses and phrases at once
+            windows = [w for a, b in cuts for w in phrase_candidates(text, a, b, True)]
+            everything = self.scores(session, baseline, cuts + windows)
+            known = dict(zip(windows, everything[len(cuts) :].tolist(), strict=True))
+            clause_scores = everything[: len(cuts)]
+        else:
+            clause_scores = self.scores(session, baseline, cuts)
         spans = [
             Span(a, b, text[a:b], float(s), "clause")
             for (a, b), s in zip(cuts, clause_scores, strict=True)
         ]
-        return Explanation(
-            method=method,
-            mixed=is_mixed(clause_scores.tolist()),
-            spans=tuple(spans + self.phrases(scorer, text, spans)),
-        )
+        phrases = self.phrases(scorer.cheap, session, baseline, text, spans, known)
+        return Explanation(method=method, mixed=is_mixed(spans), spans=tuple(spans + phrases))
 
-    def phrases(self, scorer: SpanScorer, text: str, clause_spans: list[Span]) -> list[Span]:
-        """The strongest window inside the strongest clause of each sign."""
+    def phrases(
+        self,
+        dense: bool,
+        session: Session,
+        baseline: float,
+        text: str,
+        clause_spans: list[Span],
+        known: dict[tuple[int, int], float],
+    ) -> list[Span]:
+        """The strongest window inside the strongest clause of each sign (``known``: window
+        scores already computed)."""
         picked = []
         for sign in (1, -1):
-            best = max(clause_spans, key=lambda s: s.score * sign, default=None)
-            if best is not None and best.score * sign >= PHRASE_SUPPORT:
+            best = max(clause_spans, key=lambda s: s.score * sign)
+            if best.score * sign >= PHRASE_SUPPORT:
                 picked.append((sign, best))
         candidates: list[tuple[int, int]] = []
         owners: list[int] = []
         for number, (_, clause) in enumerate(picked):
-            found = phrase_candidates(text, clause.start, clause.end, scorer.cheap)
+            found = phrase_candidates(text, clause.start, clause.end, dense)
             candidates += found
             owners += [number] * len(found)
-        window_scores = self.scores(scorer, text, candidates)
+        if known:
+            window_scores = np.array([known[c] for c in candidates])
+        else:
+            window_scores = self.scores(session, baseline, candidates)
         out = []
         for number, (sign, clause) in enumerate(picked):
             mine = [i for i, owner in enumerate(owners) if owner == number]
@@ -103,7 +129,8 @@ class Explainer:
             near = [i for i in mine if window_scores[i] * sign >= strongest - PHRASE_SLACK]
             # among windows about as strong, the longest reads best (态度差 over 度差)
             best_i = max(
-                near, key=lambda i: (candidates[i][1] - candidates[i][0], window_scores[i] * sign)
+                near,
+                key=lambda i: (candidates[i][1] - candidates[i][0], window_scores[i] * sign),
             )
             a, b = candidates[best_i]
             out.append(Span(a, b, text[a:b], float(window_scores[best_i]), "phrase"))

@@ -47,6 +47,7 @@ class LinearNgram:
         self.select = select
         self.temperature = temperature
         self.base = tokenizer.get_vocab_size() + 2  # key radix: above every id
+        self.space_id: int | None = tokenizer.token_to_id(" ")  # what whitespace becomes
 
     @classmethod
     def of(cls, member: Classifier) -> LinearNgram | None:
@@ -76,6 +77,7 @@ class LinearNgram:
         tokenizer = Tokenizer.from_file(str(member.bundle.tokenizer_path))
         tokenizer.no_truncation()
         tokenizer.no_padding()
+        scorer_space = tokenizer.token_to_id(" ")
         base = max(tokenizer.get_vocab_size(), int(pool.max()) + 1 if len(pool) else 0) + 2
         keyed = {}
         for order, (grams, weight, contribution) in orders.items():
@@ -90,19 +92,16 @@ class LinearNgram:
             float(member.bundle.manifest.temperature),
         )
         scorer.base = base
+        scorer.space_id = scorer_space
         return scorer
 
-    def probabilities(self, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray:
-        """The model's probabilities for each span of ``text`` read alone, shape (n, labels)."""
+    def prepare(self, text: str) -> PreparedText:
+        """``text`` tokenised and looked up once, ready for any number of span queries."""
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         ids = np.asarray(encoding.ids, dtype=np.int64)
         offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-        # the model strips a text's ends: a span read alone loses its edge whitespace
-        bounds = np.asarray([_strip(text, a, b) for a, b in spans], dtype=np.int64).reshape(-1, 2)
-        first = np.searchsorted(offsets[:, 0], bounds[:, 0], side="left")  # tokens inside
-        last = np.searchsorted(offsets[:, 1], bounds[:, 1], side="right")  # [first, last)
-        dot = np.zeros(len(bounds))
-        norm2 = np.zeros(len(bounds))
+        orders = []
+        lefts, right_ends, values = [], [], []
         for order, (keys, weight, contribution) in self.orders.items():
             if len(ids) < order:
                 continue
@@ -111,21 +110,77 @@ class LinearNgram:
                 continue
             contrib = np.where(found, contribution[index], 0.0)
             square = np.where(found, weight[index] ** 2, 0.0)
-            lo = np.minimum(first, len(found))  # n-grams starting in [lo, hi) fit the span
-            hi = np.clip(last - order + 1, lo, len(found))
-            dot += _range_sums(contrib, lo, hi)
-            norm2 += _range_sums(square, lo, hi)
-            norm2 += _repeat_terms(np.flatnonzero(found), index, weight, lo, hi)
-        z = np.where(norm2 > 0, dot / np.sqrt(np.maximum(norm2, 1e-24)), 0.0) + self.intercept
-        return softmax(z[:, None] * self.select[None, :] / self.temperature)
+            orders.append((order, len(found), _prefix(contrib), _prefix(square)))
+            pairs = _repeat_pairs(np.flatnonzero(found), index)
+            if pairs is not None:
+                lefts.append(pairs[0])
+                right_ends.append(pairs[1] + order)
+                values.append(2 * weight[index[pairs[0]]] ** 2)
+        repeats = (
+            (np.concatenate(lefts), np.concatenate(right_ends), np.concatenate(values))
+            if lefts
+            else None
+        )
+        space = self.space_id
+        return PreparedText(
+            self, offsets, ids == space if space is not None else None, orders, repeats
+        )
 
 
-def _strip(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
+class PreparedText:
+    """One text's n-grams as prefix sums over their positions: a span's numerator and
+    squared norm are two subtractions per n-gram order, plus the pairs of repeated n-grams
+    that fall inside it."""
+
+    def __init__(
+        self,
+        model: LinearNgram,
+        offsets: np.ndarray,
+        spaces: np.ndarray | None,
+        orders: list[tuple[int, int, np.ndarray, np.ndarray]],
+        repeats: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    ) -> None:
+        self.model = model
+        self.starts = offsets[:, 0]
+        self.ends = offsets[:, 1]
+        self.orders = orders
+        self.repeats = repeats
+        # the model strips a text's ends: a span read alone loses its edge spaces, so each
+        # token position maps to the next non-space token (and back, for span ends)
+        n = len(offsets)
+        if spaces is not None and spaces.any():
+            index = np.arange(n + 1)
+            solid = np.append(~spaces, True)
+            self.next_solid = np.minimum.accumulate(np.where(solid, index, n)[::-1])[::-1]
+            ends = np.where(np.append(True, ~spaces), index, 0)
+            self.prev_end = np.maximum.accumulate(ends)
+        else:
+            self.next_solid = self.prev_end = None
+
+    def probabilities(self, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The model's probabilities for each span read alone, shape (n, labels)."""
+        bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        first = np.searchsorted(self.starts, bounds[:, 0], side="left")  # tokens inside:
+        last = np.searchsorted(self.ends, bounds[:, 1], side="right")  # [first, last)
+        if self.next_solid is not None:
+            first = self.next_solid[first]
+            last = np.maximum(self.prev_end[last], first)
+        dot = np.zeros(len(bounds))
+        norm2 = np.zeros(len(bounds))
+        for order, count, contrib, square in self.orders:
+            lo = np.minimum(first, count)  # n-grams starting in [lo, hi) fit the span
+            hi = np.clip(last - order + 1, lo, count)
+            dot += contrib[hi] - contrib[lo]
+            norm2 += square[hi] - square[lo]
+        if self.repeats is not None and len(bounds):
+            left, right_end, value = self.repeats
+            near = right_end - left <= int((last - first).max())  # pairs that fit some span
+            left, right_end, value = left[near], right_end[near], value[near]
+            inside = (left[None, :] >= first[:, None]) & (right_end[None, :] <= last[:, None])
+            norm2 += inside.astype(np.float64) @ value
+        m = self.model
+        z = np.where(norm2 > 0, dot / np.sqrt(np.maximum(norm2, 1e-24)), 0.0) + m.intercept
+        return softmax(z[:, None] * m.select[None, :] / m.temperature)
 
 
 def _keys(grams: np.ndarray, base: int) -> np.ndarray:
@@ -149,16 +204,15 @@ def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.n
     return sorted_keys[index] == keys, index
 
 
-def _range_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    prefix = np.concatenate(([0.0], np.cumsum(values)))
-    return prefix[hi] - prefix[lo]
+def _prefix(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(values) + 1)
+    np.cumsum(values, out=out[1:])
+    return out
 
 
-def _repeat_terms(
-    positions: np.ndarray, index: np.ndarray, weight: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> np.ndarray:
-    """2 w^2 for each pair of equal n-grams inside a span: a feature seen c times counts
-    (c w)^2 in the norm, the plain sums above only c w^2."""
+def _repeat_pairs(positions: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pair (i, j), i before j, of positions holding the same n-gram: a feature seen
+    c times counts (c w)^2 in the norm, the plain sums only c w^2; each pair adds 2 w^2."""
     columns = index[positions]
     order = np.argsort(columns, kind="stable")  # positions stay ascending within a feature
     columns, positions = columns[order], positions[order]
@@ -173,8 +227,5 @@ def _repeat_terms(
         total += same.size
         lag += 1
     if not lefts:
-        return np.zeros(len(lo))
-    left, right = np.concatenate(lefts), np.concatenate(rights)
-    value = 2 * weight[index[left]] ** 2
-    inside = (left[None, :] >= lo[:, None]) & (right[None, :] < hi[:, None])
-    return inside.astype(np.float64) @ value
+        return None
+    return np.concatenate(lefts), np.concatenate(rights)
