@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +308,19 @@ def test_converted_checkpoints_explain_stably(converted: Path, variant: str) -> 
     assert again is not None
     assert [s.text for s in again.spans] == [s.text for s in alone.spans]
     assert [s.score for s in again.spans] == pytest.approx([s.score for s in alone.spans], abs=1e-6)
+
+
+def test_explaining_imports_nothing_heavy() -> None:
+    """The serving install has no torch, onnx, sklearn...: explaining must not need them."""
+    code = (
+        "import sys, qinggan, qinggan.server\n"
+        "clf = qinggan.load('fast')\n"
+        "assert clf.predict(['位置很方便，但是房间隔音太差了'], explain=True)[0].explanation\n"
+        "heavy = ('torch', 'transformers', 'sklearn', 'onnx', 'ray', 'matplotlib')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy\n"
+        "       or m.startswith(('qinggan.train', 'qinggan.convert'))]\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ""

@@ -148,21 +148,21 @@ class PreparedText:
         # the model strips a text's ends: a span read alone loses its edge spaces, so each
         # token position maps to the next non-space token (and back, for span ends)
         n = len(offsets)
+        self.next_solid: np.ndarray | None = None
+        self.prev_end: np.ndarray | None = None
         if spaces is not None and spaces.any():
             index = np.arange(n + 1)
             solid = np.append(~spaces, True)
             self.next_solid = np.minimum.accumulate(np.where(solid, index, n)[::-1])[::-1]
             ends = np.where(np.append(True, ~spaces), index, 0)
             self.prev_end = np.maximum.accumulate(ends)
-        else:
-            self.next_solid = self.prev_end = None
 
     def probabilities(self, spans: Sequence[tuple[int, int]]) -> np.ndarray:
         """The model's probabilities for each span read alone, shape (n, labels)."""
         bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         first = np.searchsorted(self.starts, bounds[:, 0], side="left")  # tokens inside:
         last = np.searchsorted(self.ends, bounds[:, 1], side="right")  # [first, last)
-        if self.next_solid is not None:
+        if self.next_solid is not None and self.prev_end is not None:
             first = self.next_solid[first]
             last = np.maximum(self.prev_end[last], first)
         dot = np.zeros(len(bounds))

@@ -121,7 +121,8 @@ def _packed_varints(buf: bytes) -> list[int]:
 
 
 def _attribute(buf: bytes) -> tuple[str, Any]:
-    name, ints, floats, scalar = "", [], [], None
+    name, ints, floats = "", [], []
+    scalar: Any = None
     for number, wire, value in _fields(buf):
         if number == ATTR_NAME:
             name = value.decode()
