@@ -17,7 +17,7 @@ import qinggan
 from qinggan.bundle import Bundle, write_bundle
 from qinggan.explain import Explanation, Span, explain_texts, explainer_for
 from qinggan.explain.clauses import MAX_CLAUSES, clauses, phrase_candidates
-from qinggan.explain.explainer import relative
+from qinggan.explain.explainer import Explainer, polarity_columns, relative
 from qinggan.explain.mixed import is_mixed
 from qinggan.explain.ngram import LinearNgram
 from qinggan.testing import make_tiny_bundle
@@ -324,3 +324,31 @@ def test_explaining_imports_nothing_heavy() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+class ThreeLabels:
+    """A fake model with a neutral class: 好 reads Positive, 差 Negative, the rest Neutral."""
+
+    labels = ("Negative", "Neutral", "Positive")
+    display_labels = ("负面", "中性", "正面")
+    max_length = 64
+    name = "three"
+
+    def tokenize(self, texts: list[str]) -> list[str]:
+        return list(texts)
+
+    def infer(self, batch: list[str]) -> np.ndarray:
+        rows = []
+        for text in batch:
+            good, bad = text.count("好"), text.count("差")
+            logits = np.array([4.0 * bad, 1.0, 4.0 * good])
+            rows.append(np.exp(logits) / np.exp(logits).sum())
+        return np.array(rows)
+
+
+def test_a_neutral_class_pulls_scores_to_zero() -> None:
+    assert polarity_columns(ThreeLabels.labels) == (2, 0)
+    explanation = Explainer(ThreeLabels()).explain("服务很好，房间一般，早餐太差")
+    good, plain, bad = explanation.of_level("clause")
+    assert good.score > 0.5 and bad.score < -0.5 and plain.score == pytest.approx(0.0)
+    assert explanation.mixed
