@@ -100,7 +100,7 @@ def test_eval_cli_writes_reports(tiny_bundle: Bundle, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "small.csv")
     res = run_cli(
         "eval", str(tiny_bundle.path), str(data),
-        "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+        "-o", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "small" in res.stdout and "80.00" in res.stdout
@@ -127,7 +127,7 @@ def test_eval_cli_plot(tiny_bundle: Bundle, tmp_path: Path) -> None:
 def test_eval_cli_snownlp_baseline(tiny_bundle: Bundle, tmp_path: Path) -> None:
     pytest.importorskip("snownlp")
     res = run_cli("eval", str(tiny_bundle.path), str(write_csv(tmp_path / "s.csv")),
-                  "--baseline", "snownlp", "--json", str(tmp_path / "r.json"))  # fmt: skip
+                  "--baseline", "snownlp", "-o", str(tmp_path / "r.json"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert report["rows"]["s"]["snownlp"]["n"] == 5

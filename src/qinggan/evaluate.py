@@ -10,6 +10,7 @@ matplotlib and snownlp are optional (extra ``eval``).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -231,7 +232,7 @@ def plot_reliability(report: Report, path: str | Path) -> None:
 
 
 def run_eval(
-    model: str,
+    model: str | None,
     data: Sequence[str],
     *,
     baseline: str | None = None,
@@ -241,8 +242,10 @@ def run_eval(
     variant: str | None = None,
     threads: int | None = None,
     limit: int | None = None,
+    as_json: bool = False,
 ) -> Report:
-    """The ``qinggan eval`` command: score, print a table, write the requested files."""
+    """The ``qinggan eval`` command: score, print a table (``as_json``: the JSON report),
+    write the requested files."""
     from rich.console import Console
     from rich.table import Table
 
@@ -255,17 +258,19 @@ def run_eval(
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
     clf = load(model, variant=variant, threads=threads)
     report = evaluate_examples(clf, sets, baseline)
-    header, body = table_rows(report)
-    table = Table(title=f"{report.model} ({report.variant})")
-    for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i in (0, 5) else "right")
-    for row in body:
-        table.add_row(*row)
-    Console().print(table)
+    as_text = json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    if as_json:
+        sys.stdout.write(as_text)
+    else:
+        header, body = table_rows(report)
+        table = Table(title=f"{report.model} ({report.variant})")
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i in (0, 5) else "right")
+        for row in body:
+            table.add_row(*row)
+        Console().print(table)
     if json_out:
-        Path(json_out).write_text(
-            json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        Path(json_out).write_text(as_text, encoding="utf-8")
     if markdown_out:
         Path(markdown_out).write_text(to_markdown(report), encoding="utf-8")
     if plot:
