@@ -27,6 +27,7 @@ from .tokenization import Encoded, TextEncoder
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
+    from .interface import Model
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,11 @@ class Classifier(Predictor):
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits along the last axis (shifted by the max: no overflow)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def load(model: str | os.PathLike[str] | None = None, **options: Any) -> Predictor:
@@ -300,3 +303,9 @@ def load_with(model: str | os.PathLike[str] | None, options: LoadOptions) -> Pre
 
         kind = Ensemble
     return kind(bundle, options)
+
+
+if TYPE_CHECKING:  # mypy checks here that a Classifier is the one model interface
+
+    def _is_a_model(classifier: Classifier) -> Model:
+        return classifier

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -152,3 +152,10 @@ def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0:
         return probs
     return softmax(np.log(np.clip(probs, 1e-12, 1.0)) / temperature)
+
+
+if TYPE_CHECKING:  # mypy checks here that an Ensemble is the one model interface
+    from .interface import Model
+
+    def _is_a_model(ensemble: Ensemble) -> Model:
+        return ensemble

@@ -15,11 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import MissingExtraError, QingganError
 from .train.data import Example, read_labelled
+
+if TYPE_CHECKING:
+    from .engine import Predictor
 
 ECE_BINS = 15
 BASELINES = ("snownlp",)
@@ -131,9 +135,7 @@ class Report:
 
 
 def evaluate_examples(
-    clf,
-    sets: dict[str, list[Example]],
-    baseline: str | None = None,  # type: ignore[no-untyped-def]
+    clf: Predictor, sets: dict[str, list[Example]], baseline: str | None = None
 ) -> Report:
     """Score every named set (plus an ``all`` row when there are several)."""
     started = time.perf_counter()
@@ -215,16 +217,16 @@ def plot_reliability(report: Report, path: str | Path) -> None:
     except ImportError:
         raise MissingExtraError("--plot", "eval", "matplotlib") from None
     key = "all" if "all" in report.rows else next(iter(report.rows))
-    bins = report.rows[key]["model"]["reliability"]  # type: ignore[index]
+    model_row = cast(dict[str, Any], report.rows[key]["model"])
+    bins = model_row["reliability"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.plot([0.5, 1.0], [0.5, 1.0], "--", color="grey", label="perfect calibration")
     ax.plot(
         [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=report.model
-    )  # type: ignore[index]
+    )
     ax.set_xlabel("confidence of the predicted label")
     ax.set_ylabel("accuracy")
-    ece = report.rows[key]["model"]["ece"]  # type: ignore[index]
-    ax.set_title(f"Reliability ({key}), ECE {100 * float(ece):.2f}%")  # type: ignore[arg-type]
+    ax.set_title(f"Reliability ({key}), ECE {100 * float(model_row['ece']):.2f}%")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(str(path))

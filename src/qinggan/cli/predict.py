@@ -81,10 +81,7 @@ def predict(
     """Classify texts given as arguments, read from stdin, or in a file (--input/--output)."""
     options = LoadOptions(**load)
     if input_path is not None or output_path is not None:
-        if texts:
-            raise QingganError("pass texts as arguments or use --input, not both")
-        if input_path in (None, "-") and sys.stdin.isatty():
-            raise QingganError("no input: pass --input FILE or pipe rows on stdin")
+        _check_file_input(texts, input_path)
         from ..files import ScoreOptions
 
         score = ScoreOptions(
@@ -103,6 +100,14 @@ def predict(
     if sys.stdin.isatty():
         raise QingganError("no texts given: pass them as arguments or pipe one per line on stdin")
     _predict_stream(clf, sys.stdin)
+
+
+def _check_file_input(texts: list[str] | None, input_path: str | None) -> None:
+    """File mode reads a file or piped rows, never texts given as arguments."""
+    if texts:
+        raise QingganError("pass texts as arguments or use --input, not both")
+    if input_path in (None, "-") and sys.stdin.isatty():
+        raise QingganError("no input: pass --input FILE or pipe rows on stdin")
 
 
 def _print_predictions(clf: Model, texts: list[str], as_json: bool) -> None:
