@@ -59,8 +59,6 @@ def test_split_for_padding_minimises_padded_tokens_plus_calls(
 class ClockedModel:
     """Each call costs ``fixed + per_token * tokens`` seconds on a fake clock."""
 
-    max_length = 512
-
     def __init__(self, fixed: float, per_token: float) -> None:
         self.batches: list[list[int]] = []
         self.fixed, self.per_token, self.now = fixed, per_token, 0.0
