@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from .. import __version__
+from ..options import default_of, field_of, flag_of
 from ..settings import LoadOptions, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,11 +67,11 @@ def typer_option(cls: type, name: str, *, unset: bool = False) -> tuple[Any, Any
     With ``unset`` the flag defaults to ``None`` (the dataclass resolves env vars and
     defaults itself) and the declared default is shown in the help instead.
     """
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = _plain_type(typing.get_type_hints(cls)[name])
-    meta = f.metadata
-    flag = meta.get("flag") or "--" + name.replace("_", "-")
-    default = None if f.default is dataclasses.MISSING else f.default
+    meta = field_of(cls, name).metadata
+    flag = flag_of(cls, name)
+    default = default_of(cls, name)
+    default = None if default is dataclasses.MISSING else default
     decls = [f"{flag}/--no-{flag[2:]}" if hint is bool else flag]
     if meta.get("short"):
         decls.append(meta["short"])
