@@ -49,7 +49,11 @@ class ScoreOptions:
 
     text_column: str = option("text", "Column (or JSON field) holding the text.", env=False)
     input_format: str = option(
-        "auto", "Input format.", choices=("auto", *FORMATS), flag="--format", env=False
+        "auto",
+        "Input format: auto, csv, tsv, jsonl, parquet, txt.",
+        choices=("auto", *FORMATS),
+        flag="--format",
+        env=False,
     )
     chunk_size: int = option(
         DEFAULT_CHUNK_SIZE, "Rows read, scored and saved at a time.", env=False
@@ -57,7 +61,10 @@ class ScoreOptions:
     prefix: str = option("", "Prefix for the added columns (e.g. pred_).", env=False)
     fail_long: bool = option(False, "Fail on texts longer than the model's token limit.", env=False)
     resume: bool | None = option(  # None: resume if possible; True: must; False: start over
-        None, "Continue an interrupted run (default: when its checkpoint matches).", env=False
+        None,
+        "Continue an interrupted run (default: when its checkpoint matches); "
+        "--no-resume starts over.",
+        env=False,
     )
     progress: bool = option(True, "Show a progress bar on a terminal.", env=False)
     checkpoint_seconds: float = option(
