@@ -89,6 +89,10 @@ class ChunkScorer(Protocol):
         """Prediction columns (see :func:`score_texts`) for each chunk, in order."""
         ...
 
+    def close(self) -> None:
+        """Release what the scorer holds (Ray actors); called once scoring is over."""
+        ...
+
 
 def model_identity(model: Model) -> dict[str, Any]:
     """What identifies a loaded model for the resume fingerprint: its name, the variant
@@ -113,3 +117,6 @@ class LocalScorer:
     ) -> Iterator[pa.Table]:
         for values in chunks:
             yield score_texts(self.clf, values, prefix=prefix, fail_long=fail_long)
+
+    def close(self) -> None:
+        """Nothing to release: the model belongs to the caller."""
