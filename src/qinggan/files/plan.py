@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def make_plan(
         },
     )
     saved, complete = _resume_point(output_path, current, options.resume)
-    return Plan(input_path, output_path, out_fmt, pred_schema, current, saved, complete)
+    return replace(plan, fingerprint=current, saved=saved, complete=complete)
 
 
 def _resume_point(
