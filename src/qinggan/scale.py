@@ -81,7 +81,7 @@ class BatchScorer:
 
     def describe(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(resume identity, labels) of the loaded model."""
-        return model_identity(self.clf.bundle, self.clf.variant), tuple(self.clf.labels)
+        return model_identity(self.clf), tuple(self.clf.labels)
 
     def score(
         self, values: Sequence[object], prefix: str | None = None, fail_long: bool | None = None
