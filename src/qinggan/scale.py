@@ -51,8 +51,9 @@ def model_spec(model: str | os.PathLike[str] | None) -> str | None:
     """A model spec that means the same on every worker: built-in names as they are,
     ``$QINGGAN_MODEL`` read here in the driver, paths made absolute."""
     from .bundle import builtin_models
+    from .settings import env_model
 
-    spec = str(model) if model not in (None, "") else os.environ.get("QINGGAN_MODEL") or None
+    spec = str(model) if model not in (None, "") else env_model()
     if spec is None or spec in builtin_models():
         return spec
     path = Path(spec).expanduser()

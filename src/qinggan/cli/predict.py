@@ -145,7 +145,7 @@ def _predict_file(
     try:
         summary = score_file(input_path, output_path, scorer, options)
     finally:
-        getattr(scorer, "close", lambda: None)()
+        scorer.close()
     if not quiet:
         typer.echo(summary.describe(), err=True)
 

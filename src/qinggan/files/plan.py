@@ -8,7 +8,6 @@ renaming its output into place and removing the checkpoint).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import QingganError
 from ..options import option
+from ..settings import checkpoint_seconds
 from .checkpoints import (
     ResumeError,
     checkpoint_path,
@@ -29,18 +28,6 @@ from .checkpoints import (
 from .formats import FORMATS, STDIO, FileFormatError, output_format
 from .predictions import ChunkScorer, prediction_schema
 from .readers import DEFAULT_CHUNK_SIZE, Source
-
-CHECKPOINT_EVERY_S = 1.0
-CHECKPOINT_ENV = "QINGGAN_CHECKPOINT_SECONDS"
-
-
-def checkpoint_seconds_from_env() -> float:
-    """``$QINGGAN_CHECKPOINT_SECONDS``, the one place it is read (default 1 s)."""
-    raw = os.environ.get(CHECKPOINT_ENV, "")
-    try:
-        return float(raw) if raw else CHECKPOINT_EVERY_S
-    except ValueError:
-        raise QingganError(f"${CHECKPOINT_ENV} must be a number of seconds, got {raw!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +56,7 @@ class ScoreOptions:
     progress: bool = option(True, "Show a progress bar on a terminal.", env=False)
     checkpoint_seconds: float = option(
         help="Seconds between checkpoints (0: after every chunk).",
-        default_factory=checkpoint_seconds_from_env,
+        default_factory=checkpoint_seconds,
     )
     extra: dict[str, Any] = field(default_factory=dict)  # more fingerprint entries
 
