@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
+from ..build_options import LAYOUTS
 from ..errors import QingganError
 
-LAYOUTS = ("auto", "hf", "modelscope")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 MODELSCOPE_CONFIG = "configuration.json"
