@@ -109,6 +109,19 @@ def make_random_checkpoint(
         tokenizer.save_pretrained(str(root))
         return root
 
+    _save_modelscope(root, model, labels, backbone_prefix, max_positions)
+    return root
+
+
+def _save_modelscope(
+    root: Path,
+    model: torch.nn.Module,
+    labels: list[str],
+    backbone_prefix: str,
+    max_positions: int,
+) -> None:
+    """Write ``model`` as a ModelScope StructBERT classifier: ``pytorch_model.bin`` with
+    keys under ``backbone_prefix``, a StructBERT ``config.json`` and ``configuration.json``."""
     state = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("bert."):
@@ -121,7 +134,7 @@ def make_random_checkpoint(
     structbert = {
         "architectures": ["SbertForSequenceClassification"],
         "model_type": "structbert",
-        **{k: getattr(config, k) for k in BERT_FIELDS if hasattr(config, k)},
+        **{k: getattr(model.config, k) for k in BERT_FIELDS if hasattr(model.config, k)},
         "position_embedding_type": "absolute",
     }
     if backbone_prefix != "bert":
@@ -135,7 +148,6 @@ def make_random_checkpoint(
     }
     for name, data in (("config.json", structbert), ("configuration.json", configuration)):
         (root / name).write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return root
 
 
 @torch.no_grad()
