@@ -16,7 +16,7 @@ from ..build_options import PRESETS, TrainConfig
 from ..options import help_of
 from .app import app
 
-D = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+D: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 TRAIN_EMBEDDINGS_HELP = "Also fine-tune the word embeddings (slower)."
 PresetChoice = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
@@ -32,7 +32,7 @@ def _opt(name: str, *extra_flags: str, **limits: Any) -> Any:
 def train(
     data_dir: Annotated[str, _opt("data_dir")],
     out_dir: Annotated[str, _opt("out_dir")],
-    preset: Annotated[PresetChoice, _opt("preset")] = D["preset"],
+    preset: Annotated[PresetChoice, _opt("preset")] = D["preset"],  # type: ignore[valid-type]
     layers: Annotated[int | None, _opt("layers", min=1, max=12)] = D["layers"],
     epochs: Annotated[float, _opt("epochs", min=0.01)] = D["epochs"],
     max_train_rows: Annotated[int | None, _opt("max_train_rows", min=1)] = D["max_train_rows"],

@@ -42,7 +42,10 @@ class LogitsOnly(torch.nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, torch.Tensor | None] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+        }
         if self.uses_token_types:
             kwargs["token_type_ids"] = token_type_ids
         return self.model(**kwargs).logits
@@ -93,6 +96,7 @@ def export_onnx(model: torch.nn.Module, path: Path, *, uses_token_types: bool) -
                 dynamo=True,
                 verbose=False,
             )
+            assert program is not None  # with dynamo=True the exporter returns the program
             program.save(str(path), external_data=False)
             exporter = "dynamo"
     return {

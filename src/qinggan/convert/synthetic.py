@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ def make_random_checkpoint(
     labels = list(label_names)
 
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels etc. are **kwargs
         vocab_size=len(tokens),
         hidden_size=hidden,
         num_hidden_layers=num_layers,
@@ -100,7 +101,7 @@ def make_random_checkpoint(
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
     )
-    model = BertForSequenceClassification(config).eval()
+    model: Any = BertForSequenceClassification(config).eval()
     tokenizer = BertTokenizer(vocab=str(root / "vocab.txt"), do_lower_case=True)
     _spread_head(model, tokenizer, seed)
 
@@ -151,7 +152,7 @@ def _save_modelscope(
 
 
 @torch.no_grad()
-def _spread_head(model: torch.nn.Module, tokenizer: object, seed: int) -> None:
+def _spread_head(model: Any, tokenizer: object, seed: int) -> None:
     """Give the classifier a clear logit spread over the built-in texts (see module doc)."""
     pooled = []
     limits = sorted({min(n, model.config.max_position_embeddings) for n in (64, 128, 512)})
