@@ -94,3 +94,16 @@ def test_build_options_and_the_commands_import_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_convert_options_refuse_an_unknown_int8_weight_type_up_front() -> None:
+    from qinggan.errors import QingganError
+
+    with pytest.raises(QingganError, match="int8_weights must be one of u8, s8"):
+        ConvertOptions(int8_weights="s4")
+
+
+def test_train_config_resolves_the_preset() -> None:
+    cfg = TrainConfig(data_dir="d", out_dir="o", preset="accurate").resolved()
+    assert (cfg.layers, cfg.lr, cfg.name) == (12, 5e-5, "accurate")
+    assert TrainConfig(data_dir="d", out_dir="o", layers=2, lr=0.1).resolved().layers == 2

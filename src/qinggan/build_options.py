@@ -58,6 +58,12 @@ class ConvertOptions:
         FP32_TOLERANCE, "Largest |logit difference| allowed between PyTorch and fp32 ONNX."
     )
 
+    def __post_init__(self) -> None:
+        if self.int8_weights not in WEIGHT_TYPES:  # caught before the export, not after
+            raise QingganError(
+                f"int8_weights must be one of {', '.join(WEIGHT_TYPES)}, not {self.int8_weights!r}"
+            )
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -104,8 +110,8 @@ class TrainConfig:
     )
     int8_keep_fp32: list[str] = option(
         help="Leave MatMuls whose name contains this (e.g. layers.4/fo/) in fp32 in the int8 "
-        "graph; repeatable. `qinggan train requantize RUN DATA --scan` finds the ones that "
-        "move labels.",
+        "graph; repeatable. `python -m qinggan.train.requantize RUN DATA --scan` finds the "
+        "ones that move labels.",
         default_factory=list,
     )
     teacher: str | None = option(
