@@ -14,9 +14,10 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import INTERNAL_ERROR, INVALID_REQUEST, ErrorKind, kind_for_status
@@ -121,7 +122,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(INTERNAL_ERROR, "internal server error", headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: Starlette) -> None:
     """Answer every error the app or the framework raises as JSON from the table."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _framework_error)
