@@ -3,7 +3,7 @@ queue up: ``python tests/slowserve.py DELAY_MS [serve options]``.
 
 It resolves the same settings as ``qinggan serve`` (``--name value`` flags, then
 ``QINGGAN_*`` variables, then defaults), loads the model they name and serves it wrapped
-in :class:`fakes.SlowModel` through :func:`qinggan.server.run`.
+in :class:`fakes.SlowModel` through :func:`qinggan.server.run` (reloads wrap it too).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ def main(argv: list[str]) -> None:
     given = overrides(args)
     environ = {f"QINGGAN_{name.upper()}": value for name, value in given.items()}
     settings = Settings.resolve(environ={**os.environ, **environ})
-    run(settings, SlowModel(settings.load_model(), float(delay_ms) / 1000.0))
+
+    def load() -> SlowModel:  # at start-up and on every reload
+        return SlowModel(settings.load_model(), float(delay_ms) / 1000.0)
+
+    run(settings, load(), loader=load)
 
 
 if __name__ == "__main__":

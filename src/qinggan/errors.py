@@ -97,6 +97,12 @@ UNAUTHORIZED = ErrorKind(
     "an API key is set and the request has neither `Authorization: Bearer KEY` nor "
     "`X-API-Key: KEY` with the right key (also sends `WWW-Authenticate`)",
 )
+ADMIN_DISABLED = ErrorKind(
+    403,
+    "admin_disabled",
+    "an admin route (`/v1/admin/...`) on a server that runs without an API key: admin "
+    "routes need one",
+)
 NOT_FOUND = ErrorKind(404, "not_found", "no such route")
 METHOD_NOT_ALLOWED = ErrorKind(
     405,
@@ -116,6 +122,9 @@ BODY_TOO_LARGE = ErrorKind(
     "reading, so an oversized chunked body is cut off early)",
 )
 TEXT_TOO_LONG = ErrorKind(413, "text_too_long", "a text has more than `max_text_chars` characters")
+RELOAD_IN_PROGRESS = ErrorKind(
+    409, "reload_in_progress", "`/v1/admin/reload` while another reload is still running"
+)
 UNSUPPORTED_MEDIA_TYPE = ErrorKind(
     415,
     "unsupported_media_type",
@@ -142,6 +151,12 @@ INTERNAL_ERROR = ErrorKind(
     "the model raised on the batch holding this request (other batches are unaffected), "
     "or the server failed unexpectedly",
 )
+RELOAD_FAILED = ErrorKind(
+    500,
+    "reload_failed",
+    "`/v1/admin/reload` could not load, verify or warm up the configured model; the message "
+    "says why, and the previous model keeps serving",
+)
 UNAVAILABLE = ErrorKind(
     503,
     "unavailable",
@@ -165,9 +180,11 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     INVALID_TEXT,
     INVALID_HTTP,
     UNAUTHORIZED,
+    ADMIN_DISABLED,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
+    RELOAD_IN_PROGRESS,
     BODY_TOO_LARGE,
     TEXT_TOO_LONG,
     UNSUPPORTED_MEDIA_TYPE,
@@ -177,6 +194,7 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     HEADERS_TOO_LARGE,
     CLIENT_GONE,
     INTERNAL_ERROR,
+    RELOAD_FAILED,
     UNAVAILABLE,
     OVERLOADED,
     UNHEALTHY,

@@ -8,8 +8,10 @@ costs nothing per request. bench/findings.md has the measurement behind that cho
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -39,20 +41,33 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
-def create_app(settings: Settings | None = None, model: Model | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    model: Model | None = None,
+    *,
+    loader: Callable[[], Model] | None = None,
+    reload_on_sighup: bool = False,
+) -> FastAPI:
     """The ASGI app serving ``model``; without one, its lifespan loads ``settings.model``.
 
-    Tests pass a fake or slowed model here (any :class:`~qinggan.interface.Model`).
+    ``loader`` loads the model at start-up (without ``model``) and on every reload (default:
+    the model ``settings`` name). Tests pass a fake or slowed model and loader here (any
+    :class:`~qinggan.interface.Model`). ``reload_on_sighup`` makes SIGHUP reload the model
+    (for the process's own server, not for apps run inside tests).
     """
     settings = settings or Settings.resolve()
-    service = Service(settings, model)
+    service = Service(settings, model, loader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        if reload_on_sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_soon)
         try:
             yield
         finally:
+            if reload_on_sighup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await service.stop()
 
     app = FastAPI(
@@ -68,7 +83,7 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     )
     app.state.service = service
     for route in ROUTES:
-        _register(app, route)
+        _register(app, route, documented=not route.admin or settings.api_key is not None)
     _mount_static(app)
     install_error_handlers(app)
     _add_middleware(app, settings, service)
@@ -78,8 +93,8 @@ def create_app(settings: Settings | None = None, model: Model | None = None) -> 
     return app
 
 
-def _register(app: FastAPI, route: Route) -> None:
-    documented = route.summary is not None
+def _register(app: FastAPI, route: Route, *, documented: bool = True) -> None:
+    documented = documented and route.summary is not None
     app.add_api_route(
         route.path,
         route.endpoint,

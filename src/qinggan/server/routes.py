@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
 from .. import __version__
-from ..errors import NOT_READY, UNHEALTHY
+from ..errors import ADMIN_DISABLED, NOT_READY, UNHEALTHY
 from .errors import ApiError, json_response
 from .requests import check_text, check_texts, read_object
 from .schemas import (
@@ -120,6 +120,7 @@ async def info(request: Request) -> Response:
             "batching": {"call_overhead_tokens": service.call_overhead_tokens()},
             "auth": service.settings.api_key is not None,
             "ready": service.ready,
+            "reloads": service.reloads,
         }
     )
 
@@ -127,6 +128,17 @@ async def info(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     registry = service_of(request).metrics
     return Response(registry.render(), media_type=registry.content_type)
+
+
+# -- administration (the API key is checked by the edge middleware) -------------------------
+
+
+async def reload(request: Request) -> Response:
+    service = service_of(request)
+    if service.settings.api_key is None:
+        raise ApiError(ADMIN_DISABLED, "admin routes need the server to run with an API key")
+    info = await service.reload()
+    return json_response({"status": "reloaded", "model": info, "reloads": service.reloads})
 
 
 # -- the web page and the API reference ------------------------------------------------------
@@ -151,7 +163,8 @@ class Route:
     """One route: where, which function, and what /docs says about it.
 
     ``summary=None`` keeps a route out of the OpenAPI schema; ``hidden_methods`` are served
-    but not documented (HEAD on the probes, for load balancers).
+    but not documented (HEAD on the probes, for load balancers). ``admin`` routes need the
+    API key and answer 403 on a server without one, so only a keyed server documents them.
     """
 
     path: str
@@ -160,6 +173,7 @@ class Route:
     summary: str | None = None
     hidden_methods: tuple[str, ...] = ()
     openapi: dict[str, Any] = field(default_factory=dict)
+    admin: bool = False
 
 
 def _analyze_docs(request: type[Any], result: type[Any]) -> dict[str, Any]:
@@ -180,6 +194,8 @@ ROUTES: tuple[Route, ...] = (
           hidden_methods=("HEAD",)),
     Route("/info", info, summary="Model, version and every limit"),
     Route("/metrics", metrics, summary="Prometheus metrics"),
+    Route("/v1/admin/reload", reload, ("POST",), "Reload the configured model without downtime",
+          openapi={"responses": error_responses(401, 403, 409, 500, 503)}, admin=True),
     Route("/", index),
     Route("/docs", docs),
 )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from ..interface import Model
@@ -39,12 +40,13 @@ def http_protocol(read_timeout_s: float) -> Any:
     return with_read_timeout(read_timeout_s)
 
 
-def run(settings: Settings, model: Model) -> None:
+def run(settings: Settings, model: Model, loader: Callable[[], Model] | None = None) -> None:
     """Serve ``model`` (loaded from ``settings`` before binding, so load errors surface
     first; the CLI loads it while this module imports) until SIGTERM/SIGINT.
 
     uvicorn drains open requests on a signal; the lifespan then drains the batcher.
-    A signal-initiated shutdown exits with status 0.
+    A signal-initiated shutdown exits with status 0. SIGHUP (and ``POST /v1/admin/reload``)
+    reload the model with ``loader`` (default: the one ``settings`` name) without downtime.
     """
     import logging.config
 
@@ -53,7 +55,7 @@ def run(settings: Settings, model: Model) -> None:
     logging.config.dictConfig(log_config(settings.log_level))
     log.info("settings: %s", settings.redacted())
     config = uvicorn.Config(
-        create_app(settings, model),
+        create_app(settings, model, loader=loader, reload_on_sighup=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

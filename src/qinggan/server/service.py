@@ -1,9 +1,15 @@
 """What the routes share: the settings, the model and its batcher, the metrics.
 
-:class:`Service` owns the model's lifecycle (load, calibrate, warm up, drain), admits
-requests (refusing before tokenising when the queue is full), tokenises them, hands them
-to the batcher and turns every batcher error into an :class:`~.errors.ApiError` of its
+:class:`Service` owns the model's lifecycle (load, calibrate, warm up, reload, drain),
+admits requests (refusing before tokenising when the queue is full), tokenises them, hands
+them to the batcher and turns every batcher error into an :class:`~.errors.ApiError` of its
 kind in the error table.
+
+A reload loads the configured model afresh, warms it up on a batcher of its own while the
+old model keeps serving, then swaps: new requests go to the new model, the old batcher
+drains (every request it accepted finishes on the old model) and stops. A request that
+was tokenised for the old model just as the swap happened is tokenised again for the new
+one, so none fails. A model that does not load or warm up leaves the old one in service.
 """
 
 from __future__ import annotations
@@ -12,14 +18,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from ..batching import Batcher, BatchError, ClientGone
-from ..errors import OVERLOADED, UNAVAILABLE
+from ..batching import Batcher, BatchError, ClientGone, EngineUnavailable
+from ..errors import OVERLOADED, RELOAD_FAILED, RELOAD_IN_PROGRESS, UNAVAILABLE, QingganError
 from ..interface import Model
 from ..metrics import Metrics
 from ..settings import Settings
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 INLINE_TOKENIZE_CHARS = 4096  # bigger requests are tokenised on a helper thread
 WARMUP_TIMEOUT_S = 600.0  # a cold big model may be slow; requests use their own deadline
 WARMUP_TEXTS = ("预热 warm-up", "预热" * 32)
+SWAP_RETRIES = 3  # a request re-tokenised this often after swaps gives up (503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +54,25 @@ class Serving:
 class Service:
     """The model in service and everything the routes need around it.
 
-    ``model`` is served as given; without one, :meth:`start` loads ``settings.model``.
+    ``model`` is served as given; without one, :meth:`start` loads one with ``loader``
+    (default: the model ``settings`` name), as does every reload.
     """
 
-    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: Model | None = None,
+        loader: Callable[[], Model] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.serving: Serving | None = None
         self.ready = False
+        self.reloads = 0
         self._given = model
+        self._loader = loader or self._load_configured
+        self._reloading = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -63,15 +80,21 @@ class Service:
         """Load (unless given), calibrate and warm up the model; then the service is ready."""
         model = self._given
         if model is None:
-            model = await asyncio.to_thread(self.load_model)
-        self.serving = await self._serve(model)
+            model = await asyncio.to_thread(self._loader)
+        self._put_in_service(await self._serve(model))
         self.ready = True
         log.info("model %s ready", model.name)
 
-    def load_model(self) -> Model:
+    def _load_configured(self) -> Model:
         """The model the settings name (a bundle path or a built-in), loaded afresh."""
         model: Model = self.settings.load_model()
         return model
+
+    def _put_in_service(self, serving: Serving) -> None:
+        self.serving = serving
+        info = serving.model.info()
+        self.metrics.set_model(str(info.get("name", "")), str(info.get("sha256", "")))
+        self.metrics.worker_alive.set(1)
 
     async def _serve(self, model: Model) -> Serving:
         """Measure the model's call overhead, start its batcher, warm up the whole path."""
@@ -101,8 +124,48 @@ class Service:
     async def stop(self) -> None:
         """Refuse new requests, finish every accepted one, stop the worker."""
         self.ready = False
-        if self.serving is not None:
-            await self.serving.batcher.close()
+        async with self._reloading:  # a reload under way finishes (or fails) first
+            if self.serving is not None:
+                await self.serving.batcher.close()
+
+    async def reload(self) -> dict[str, Any]:
+        """Load the configured model afresh, warm it up, swap it in; the old one drains.
+
+        Raises :class:`~.errors.ApiError`: ``reload_in_progress`` while another reload
+        runs, ``reload_failed`` (the old model still serving) when the new one fails.
+        """
+        if self._reloading.locked():
+            raise ApiError(RELOAD_IN_PROGRESS, "a reload is already running")
+        async with self._reloading:
+            if not self.ready or self.serving is None:
+                raise ApiError(UNAVAILABLE, "the model is not ready yet")
+            try:
+                new = await self._serve(await asyncio.to_thread(self._loader))
+            except Exception as error:
+                self.metrics.reloads.labels("failed").inc()
+                log.error("reload failed; the previous model keeps serving", exc_info=error)
+                raise ApiError(RELOAD_FAILED, _reload_failure(error)) from None
+            old = self.serving
+            self._put_in_service(new)
+            self.reloads += 1
+            self.metrics.reloads.labels("ok").inc()
+            await old.batcher.close()  # every request it accepted finishes on the old model
+            self.metrics.worker_alive.set(1 if new.batcher.healthy else 0)
+        info = new.model.info()
+        log.info("reloaded: model %s, sha256 %s", info.get("name"), info.get("sha256"))
+        return info
+
+    def reload_soon(self) -> None:
+        """Start a reload in the background (SIGHUP); its outcome goes to the log."""
+        task = asyncio.ensure_future(self._reload_logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except ApiError as error:
+            log.error("SIGHUP reload refused: %s", error.message)
 
     # -- state for the routes --------------------------------------------------------------
 
@@ -155,16 +218,8 @@ class Service:
 
         ``timings`` receives the seconds spent tokenising, queued and in the model.
         """
-        serving = self.serving
-        if serving is None or not self.ready:
-            raise ApiError(UNAVAILABLE, "the model is not ready yet")
-        self._admit(serving.batcher, len(texts))
-        encoded = await self._tokenize(serving.model, texts, timings)
-        try:
-            future = serving.batcher.submit(encoded, self.settings.request_timeout_s, timings)
-            watcher = asyncio.ensure_future(request.receive())
-        except BatchError as error:
-            raise ApiError(error.kind, str(error)) from None
+        future = await self._submit(texts, timings)
+        watcher = asyncio.ensure_future(request.receive())
         watcher.add_done_callback(lambda task: _abandon_if_gone(task, future))
         try:
             return await future
@@ -172,6 +227,27 @@ class Service:
             raise ApiError(error.kind, str(error)) from None
         finally:
             watcher.cancel()
+
+    async def _submit(
+        self, texts: list[str], timings: dict[str, float]
+    ) -> asyncio.Future[list[Prediction]]:
+        """Tokenise for the model in service and queue on its batcher. If a reload swapped
+        models meanwhile (the old batcher no longer takes requests), start over on the new
+        one."""
+        for _ in range(SWAP_RETRIES):
+            serving = self.serving
+            if serving is None or not self.ready:
+                raise ApiError(UNAVAILABLE, "the model is not ready yet")
+            self._admit(serving.batcher, len(texts))
+            encoded = await self._tokenize(serving.model, texts, timings)
+            try:
+                return serving.batcher.submit(encoded, self.settings.request_timeout_s, timings)
+            except EngineUnavailable as error:
+                if self.serving is serving:
+                    raise ApiError(error.kind, str(error)) from None
+            except BatchError as error:
+                raise ApiError(error.kind, str(error)) from None
+        raise ApiError(UNAVAILABLE, "the model was swapped repeatedly; retry shortly")
 
     def _admit(self, batcher: Batcher, size: int) -> None:
         """Refuse before tokenising (the batcher's own rule, checked early): under overload
@@ -199,3 +275,11 @@ def _abandon_if_gone(watcher: asyncio.Future[Any], future: asyncio.Future[Any]) 
         return
     if watcher.result().get("type") == "http.disconnect":
         future.set_exception(ClientGone("the client went away"))
+
+
+def _reload_failure(error: Exception) -> str:
+    """Why a reload failed, for the admin who asked: a user-facing error says it all;
+    anything else is named by type only (the details are in the server log)."""
+    if isinstance(error, QingganError):
+        return f"the model could not be loaded: {error}"
+    return f"the new model failed ({type(error).__name__}); see the server log"
