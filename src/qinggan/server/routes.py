@@ -19,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
 from .. import __version__
-from ..errors import ADMIN_DISABLED, NOT_READY, UNHEALTHY
+from ..errors import (
+    ADMIN_DISABLED,
+    NOT_READY,
+    RELOAD_FAILED,
+    RELOAD_IN_PROGRESS,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNHEALTHY,
+)
 from .errors import ApiError, json_response
 from .requests import check_text, check_texts, read_object
 from .schemas import (
@@ -183,6 +191,7 @@ def _analyze_docs(request: type[Any], result: type[Any]) -> dict[str, Any]:
     }
 
 
+RELOAD_ERRORS = (UNAUTHORIZED, ADMIN_DISABLED, RELOAD_IN_PROGRESS, RELOAD_FAILED, UNAVAILABLE)
 ROUTES: tuple[Route, ...] = (
     Route("/analyze", analyze, ("POST",), "Classify one text",
           openapi=_analyze_docs(AnalyzeRequest, AnalyzeResult)),
@@ -195,7 +204,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/info", info, summary="Model, version and every limit"),
     Route("/metrics", metrics, summary="Prometheus metrics"),
     Route("/v1/admin/reload", reload, ("POST",), "Reload the configured model without downtime",
-          openapi={"responses": error_responses(401, 403, 409, 500, 503)}, admin=True),
+          openapi={"responses": error_responses(*RELOAD_ERRORS)}, admin=True),
     Route("/", index),
     Route("/docs", docs),
 )  # fmt: skip

@@ -11,7 +11,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..errors import ERROR_TABLE
+from ..errors import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_JSON,
+    INVALID_REQUEST,
+    INVALID_TEXT,
+    OVERLOADED,
+    TEXT_TOO_LONG,
+    TIMEOUT,
+    TOO_MANY_TEXTS,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    ErrorKind,
+)
 
 
 class AnalyzeRequest(BaseModel):
@@ -55,15 +69,29 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these statuses: each lists its codes from the table."""
+def error_responses(*kinds: ErrorKind) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route that may answer with these kinds of error: one
+    entry per status, listing its codes and when each happens (from the error table)."""
     docs: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        kinds = [kind for kind in ERROR_TABLE if kind.status == status]
-        description = "; ".join(f"{kind.code}: {kind.when}" for kind in kinds)
+    for status in sorted({kind.status for kind in kinds}):
+        same = [kind for kind in kinds if kind.status == status]
+        description = "; ".join(f"{kind.code}: {kind.when}" for kind in same)
         docs[status] = {"model": ErrorBody, "description": description}
     return docs
 
 
 # The errors every text-classifying route may answer with.
-ANALYZE_ERRORS = (400, 401, 413, 415, 422, 500, 503, 504)
+ANALYZE_ERRORS = (
+    INVALID_TEXT,
+    UNAUTHORIZED,
+    BODY_TOO_LARGE,
+    TEXT_TOO_LONG,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID_REQUEST,
+    INVALID_JSON,
+    TOO_MANY_TEXTS,
+    INTERNAL_ERROR,
+    UNAVAILABLE,
+    OVERLOADED,
+    TIMEOUT,
+)
