@@ -50,6 +50,8 @@ PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"
 <p>The web page is not installed. The API is at <a href="docs">/docs</a>.</p></body></html>"""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# Where a classifying request's time went, sent as ``x-<stage>-time`` headers (ms).
+TIMING_STAGES = ("tokenization", "queue", "inference", "total")
 
 
 def service_of(request: Request) -> Service:
