@@ -136,7 +136,12 @@ class Service:
         """
         if self._reloading.locked():
             raise ApiError(RELOAD_IN_PROGRESS, "a reload is already running")
-        async with self._reloading:
+        await self._reloading.acquire()  # free, checked above: taken without yielding
+        # Shielded: a client that hangs up mid-reload must not leave a half-started model.
+        return await asyncio.shield(self._reload_locked())
+
+    async def _reload_locked(self) -> dict[str, Any]:
+        try:
             if not self.ready or self.serving is None:
                 raise ApiError(UNAVAILABLE, "the model is not ready yet")
             try:
@@ -151,6 +156,8 @@ class Service:
             self.metrics.reloads.labels("ok").inc()
             await old.batcher.close()  # every request it accepted finishes on the old model
             self.metrics.worker_alive.set(1 if new.batcher.healthy else 0)
+        finally:
+            self._reloading.release()
         info = new.model.info()
         log.info("reloaded: model %s, sha256 %s", info.get("name"), info.get("sha256"))
         return info
