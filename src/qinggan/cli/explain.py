@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from .app import _emit_json
+
+ExplainOption = Annotated[
+    bool,
+    typer.Option(
+        "--explain",
+        help="Show the clauses and phrases behind each answer (coloured on a terminal, JSON "
+        "otherwise; files get phrase_positive, phrase_negative and mixed columns).",
+    ),
+]
 
 
 def print_explained(predictions: Sequence[Any], texts: Sequence[str], as_json: bool) -> None:

@@ -45,7 +45,8 @@ class Explainer:
         self._baselines: dict[int, float] = {}
 
     def polarity(self, probs: np.ndarray) -> np.ndarray:
-        return probs[:, self.positive] - probs[:, self.negative]
+        out: np.ndarray = probs[:, self.positive] - probs[:, self.negative]
+        return out
 
     def _baseline(self, scorer: SpanScorer) -> float:
         key = id(scorer)
@@ -142,7 +143,8 @@ def relative(polarity: np.ndarray, baseline: float) -> np.ndarray:
     baseline = min(max(baseline, -0.999), 0.999)
     up = (polarity - baseline) / (1 - baseline)
     down = (polarity - baseline) / (1 + baseline)
-    return np.clip(np.nan_to_num(np.where(polarity >= baseline, up, down)), -1.0, 1.0)
+    out: np.ndarray = np.clip(np.nan_to_num(np.where(polarity >= baseline, up, down)), -1.0, 1.0)
+    return out
 
 
 _EXPLAINERS: weakref.WeakKeyDictionary[Any, Explainer] = weakref.WeakKeyDictionary()

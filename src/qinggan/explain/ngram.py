@@ -193,7 +193,7 @@ def _keys(grams: np.ndarray, base: int) -> np.ndarray:
 def _gram_keys(ids: np.ndarray, order: int, base: int) -> np.ndarray:
     """The key of the n-gram starting at each position (``_keys`` of a sliding window)."""
     count = len(ids) - order + 1
-    keys = ids[:count].copy()
+    keys: np.ndarray = ids[:count].copy()
     for shift in range(1, order):
         keys = keys * base + ids[shift : shift + count]
     return keys

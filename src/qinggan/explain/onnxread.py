@@ -117,7 +117,8 @@ def _packed_varints(buf: bytes) -> list[int]:
     owner = np.repeat(np.arange(ends.size), ends - starts + 1)
     shift = (np.arange(data.size) - starts[owner]).astype(np.uint64) * np.uint64(7)
     parts = (data & 0x7F).astype(np.uint64) << shift
-    return np.add.reduceat(parts, starts).view(np.int64).tolist()
+    values: list[int] = np.add.reduceat(parts, starts).view(np.int64).tolist()
+    return values
 
 
 def _attribute(buf: bytes) -> tuple[str, Any]:

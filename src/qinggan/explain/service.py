@@ -20,12 +20,6 @@ from . import explain
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinggan-explain")
 
 
-def wants_explanation(payload: dict[str, Any]) -> bool | None:
-    """The request's ``explain`` flag; ``None`` when it is present but not a boolean."""
-    value = payload.get("explain", False)
-    return value if isinstance(value, bool) else None
-
-
 async def explain_async(model: Any, texts: Sequence[str], predictions: Sequence[Any]) -> list[Any]:
     """``predictions`` with explanations attached, computed in the explain thread."""
     loop = asyncio.get_running_loop()

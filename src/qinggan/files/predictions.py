@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-import orjson
 import pyarrow as pa
 
+from ..interface import Model
 from .formats import Invalid
 
 SCORE_DECIMALS = 6
@@ -45,17 +44,8 @@ def text_problem(value: object) -> str | None:
     return None
 
 
-class Predictor(Protocol):
-    """What :func:`score_texts` needs from a classifier (``qinggan.engine.Classifier``)."""
-
-    labels: tuple[str, ...]
-    max_length: int
-
-    def predict(self, texts: Sequence[str], *, explain: bool = False) -> Sequence[Any]: ...
-
-
 def score_texts(
-    clf: Predictor,
+    clf: Model,
     values: Sequence[object],
     *,
     prefix: str = "",
@@ -71,7 +61,7 @@ def score_texts(
     n = len(values)
     errors = [text_problem(v) for v in values]
     ok = [i for i, e in enumerate(errors) if e is None]
-    texts: list[Any] = [values[i] for i in ok]
+    texts = [cast(str, values[i]) for i in ok]  # text_problem passed: non-blank strings
     preds: Sequence[Any] = []
     if texts:  # without explain, the plain call (models that predate it need not take it)
         preds = clf.predict(texts, explain=True) if explain else clf.predict(texts)
@@ -119,23 +109,29 @@ class ChunkScorer(Protocol):
         """Prediction columns (see :func:`score_texts`) for each chunk, in order."""
         ...
 
+    def close(self) -> None:
+        """Release what the scorer holds (Ray actors); called once scoring is over."""
+        ...
 
-def model_identity(bundle: Any, variant: str) -> dict[str, Any]:
-    """Name, variant and a digest of every file checksum the manifest lists (ensembles too)."""
-    files = orjson.dumps(bundle.manifest.files, option=orjson.OPT_SORT_KEYS)
-    return {"model": bundle.name, "variant": variant, "files": hashlib.sha256(files).hexdigest()}
+
+def model_identity(model: Model) -> dict[str, Any]:
+    """What identifies a loaded model for the resume fingerprint: its name, the variant
+    it runs and its sha256 (the graph's, or an ensemble manifest's, which pins every
+    member's files), as :meth:`~qinggan.interface.Model.info` reports them."""
+    info = model.info()
+    return {"model": info["name"], "variant": info["variant"], "sha256": info["sha256"]}
 
 
 class LocalScorer:
-    """Scores chunks in this process with one :class:`~qinggan.engine.Classifier`."""
+    """Scores chunks in this process with one loaded :class:`~qinggan.interface.Model`."""
 
-    def __init__(self, clf: Any, *, explain: bool = False) -> None:
+    def __init__(self, clf: Model, *, explain: bool = False) -> None:
         self.clf = clf
         self.labels: tuple[str, ...] = clf.labels
         self.explain = explain
 
     def identity(self) -> dict[str, Any]:
-        identity = model_identity(self.clf.bundle, self.clf.variant)
+        identity = model_identity(self.clf)
         return {**identity, "explain": True} if self.explain else identity
 
     def map(
@@ -145,3 +141,6 @@ class LocalScorer:
             yield score_texts(
                 self.clf, values, prefix=prefix, fail_long=fail_long, explain=self.explain
             )
+
+    def close(self) -> None:
+        """Nothing to release: the model belongs to the caller."""
