@@ -416,6 +416,7 @@ def render(results: dict[str, Any]) -> str:
             "median ratio",
             "mixed pairs",
             "praise > 0 and blame < 0",
+            "both parts read right alone",
             "`mixed` set",
             "`mixed` on one-sided pairs",
         ),
@@ -497,7 +498,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/explain.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render docs/explain.md from --out"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        write_doc(render(json.loads(args.out.read_text(encoding="utf-8"))))
+        return
     test, dev = read_split(args.data, "test"), read_split(args.data, "dev")
     results: dict[str, Any] = {
         "meta": {

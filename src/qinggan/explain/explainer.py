@@ -33,9 +33,6 @@ def polarity_columns(labels: tuple[str, ...]) -> tuple[int, int]:
     return positive, negative
 
 
-ONE_PASS_CHARS = 2000  # texts up to this long score every phrase window with the clauses
-
-
 class Explainer:
     """Explanations for one loaded model (built once per model, thread-safe)."""
 
@@ -79,19 +76,12 @@ class Explainer:
             return Explanation(method=self.scorer.method, mixed=False)
         scorer, session, method = self.open(text)
         baseline = self._baseline(scorer)
-        known: dict[tuple[int, int], float] = {}
-        if scorer.cheap and len(text) <= ONE_PASS_CHARS:  # clauses and phrases at once
-            windows = [w for a, b in cuts for w in phrase_candidates(text, a, b, True)]
-            everything = self.scores(session, baseline, cuts + windows)
-            known = dict(zip(windows, everything[len(cuts) :].tolist(), strict=True))
-            clause_scores = everything[: len(cuts)]
-        else:
-            clause_scores = self.scores(session, baseline, cuts)
+        clause_scores = self.scores(session, baseline, cuts)
         spans = [
             Span(a, b, text[a:b], float(s), "clause")
             for (a, b), s in zip(cuts, clause_scores, strict=True)
         ]
-        phrases = self.phrases(scorer.cheap, session, baseline, text, spans, known)
+        phrases = self.phrases(scorer.cheap, session, baseline, text, spans)
         return Explanation(method=method, mixed=is_mixed(spans), spans=tuple(spans + phrases))
 
     def phrases(
@@ -101,10 +91,8 @@ class Explainer:
         baseline: float,
         text: str,
         clause_spans: list[Span],
-        known: dict[tuple[int, int], float],
     ) -> list[Span]:
-        """The strongest window inside the strongest clause of each sign (``known``: window
-        scores already computed)."""
+        """The strongest window inside the strongest clause of each sign."""
         picked = []
         for sign in (1, -1):
             best = max(clause_spans, key=lambda s: s.score * sign)
@@ -116,10 +104,7 @@ class Explainer:
             found = phrase_candidates(text, clause.start, clause.end, dense)
             candidates += found
             owners += [number] * len(found)
-        if known:
-            window_scores = np.array([known[c] for c in candidates])
-        else:
-            window_scores = self.scores(session, baseline, candidates)
+        window_scores = self.scores(session, baseline, candidates)
         out = []
         for number, (sign, clause) in enumerate(picked):
             mine = [i for i, owner in enumerate(owners) if owner == number]

@@ -22,6 +22,8 @@ def is_mixed(spans: Sequence[Span], support: float = MIXED_SUPPORT) -> bool:
     scores = [
         s.score
         for s in spans
-        if s.level == "clause" and sum(c.isalpha() for c in s.text) >= MIN_WORD_CHARS
+        if s.level == "clause"
+        and abs(s.score) >= support
+        and sum(c.isalpha() for c in s.text) >= MIN_WORD_CHARS
     ]
     return max(scores, default=0.0) >= support and min(scores, default=0.0) <= -support

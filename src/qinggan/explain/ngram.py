@@ -101,7 +101,7 @@ class LinearNgram:
         ids = np.asarray(encoding.ids, dtype=np.int64)
         offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
         orders = []
-        lefts, right_ends, values = [], [], []
+        positions, columns, lengths, weights = [], [], [], []
         for order, (keys, weight, contribution) in self.orders.items():
             if len(ids) < order:
                 continue
@@ -111,14 +111,19 @@ class LinearNgram:
             contrib = np.where(found, contribution[index], 0.0)
             square = np.where(found, weight[index] ** 2, 0.0)
             orders.append((order, len(found), _prefix(contrib), _prefix(square)))
-            pairs = _repeat_pairs(np.flatnonzero(found), index)
-            if pairs is not None:
-                lefts.append(pairs[0])
-                right_ends.append(pairs[1] + order)
-                values.append(2 * weight[index[pairs[0]]] ** 2)
+            at = np.flatnonzero(found)
+            positions.append(at)
+            columns.append(index[at] * 4 + order)  # one id per (n-gram, order)
+            lengths.append(np.full(len(at), order))
+            weights.append(weight[index[at]])
         repeats = (
-            (np.concatenate(lefts), np.concatenate(right_ends), np.concatenate(values))
-            if lefts
+            _repeat_pairs(
+                np.concatenate(positions),
+                np.concatenate(columns),
+                np.concatenate(lengths),
+                np.concatenate(weights),
+            )
+            if positions
             else None
         )
         space = self.space_id
@@ -210,22 +215,25 @@ def _prefix(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _repeat_pairs(positions: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Every pair (i, j), i before j, of positions holding the same n-gram: a feature seen
-    c times counts (c w)^2 in the norm, the plain sums only c w^2; each pair adds 2 w^2."""
-    columns = index[positions]
-    order = np.argsort(columns, kind="stable")  # positions stay ascending within a feature
+def _repeat_pairs(
+    positions: np.ndarray, columns: np.ndarray, lengths: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(first start, second end, 2 w^2) for every pair of occurrences of one n-gram: a
+    feature seen c times counts (c w)^2 in the norm, the plain sums only c w^2."""
+    order = np.lexsort((positions, columns))  # by feature, then position
     columns, positions = columns[order], positions[order]
+    lengths, weights = lengths[order], weights[order]
     lefts, rights, total = [], [], 0
     lag = 1
     while lag < len(columns) and total < MAX_REPEAT_PAIRS:
         same = np.flatnonzero(columns[lag:] == columns[:-lag])
         if same.size == 0:
             break  # no feature occurs lag + 1 times
-        lefts.append(positions[same])
-        rights.append(positions[same + lag])
+        lefts.append(same)
+        rights.append(same + lag)
         total += same.size
         lag += 1
     if not lefts:
         return None
-    return np.concatenate(lefts), np.concatenate(rights)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    return positions[left], positions[right] + lengths[right], 2 * weights[left] ** 2
