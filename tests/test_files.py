@@ -253,7 +253,8 @@ def test_user_errors(tmp_path: Path, scorer: LocalScorer) -> None:
         score_file(str(tmp_path / "missing.csv"), str(tmp_path / "o.csv"), scorer, opts)
 
 
-def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, clf: Classifier) -> None:
+def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    clf = load(tiny_bundle.path, threads=1, long_texts="truncate")
     src = write_input(tmp_path / "in.txt", [{"text": "好" * 500}, {"text": "差"}], "txt")
     out = tmp_path / "out.jsonl"
     score_file(str(src), str(out), LocalScorer(clf), ScoreOptions(fail_long=True, progress=False))

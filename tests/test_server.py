@@ -90,7 +90,9 @@ def start_server(bundle: Bundle, log: Path, *args: str, **env: str) -> Server:
 def server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A short artificial model delay makes concurrent requests queue up, so batches form.
     log = tmp_path_factory.mktemp("server") / "server.log"
-    srv = start_server(tiny_bundle, log, QINGGAN_TEST_INFER_DELAY_MS="3")
+    srv = start_server(
+        tiny_bundle, log, QINGGAN_TEST_INFER_DELAY_MS="3", QINGGAN_LONG_TEXTS="truncate"
+    )
     yield srv
     assert srv.stop() == 0, log.read_text()
 

@@ -23,7 +23,8 @@ from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
 from .planning import measure_batch_overhead, plan_batches, split_for_padding
 from .settings import env_flag
-from .tokenization import Encoded, TextEncoder
+from .tokenization import TextEncoder
+from .windows import has_windows, infer_windowed, resolve_long_texts, window_long_texts
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
@@ -53,15 +54,19 @@ class Prediction:
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    windows: int = 1  # > 1: a long text read whole in this many windows (qinggan.windows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "label_zh": self.label_zh,
             "confidence": round(self.confidence, 4),
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "truncated": self.truncated,
         }
+        if self.windows > 1:
+            out["windows"] = self.windows
+        return out
 
 
 def session_options(threads: int, spinning: bool | None = None) -> ort.SessionOptions:
@@ -107,11 +112,18 @@ class Predictor:
     threads: int
 
     def __init__(
-        self, bundle: Bundle, *, truncate: bool, batch_size: int, max_batch_tokens: int
+        self,
+        bundle: Bundle,
+        *,
+        truncate: bool,
+        batch_size: int,
+        max_batch_tokens: int,
+        long_texts: str | None = None,
     ) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
         self.truncate = truncate
+        self.long_texts = resolve_long_texts(long_texts)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.labels: tuple[str, ...] = manifest.labels
@@ -123,8 +135,11 @@ class Predictor:
     def name(self) -> str:
         return self.bundle.name
 
-    def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
-        """Tokenise texts; :class:`TextTooLongError` if truncation is off and one is too long."""
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> Sequence[Any]:
+        """Tokenise texts; :class:`TextTooLongError` if truncation is off and one is too long.
+
+        Long texts become windows when ``long_texts`` is ``"window"`` and ``windows`` is true.
+        """
         raise NotImplementedError
 
     def infer(self, batch: Sequence[Any]) -> np.ndarray:
@@ -142,6 +157,7 @@ class Predictor:
                     confidence=float(row[best]),
                     scores={label: float(p) for label, p in zip(self.labels, row, strict=True)},
                     truncated=enc.truncated,
+                    windows=enc.windows,
                 )
             )
         return out
@@ -183,7 +199,7 @@ class Predictor:
         """The fixed cost of one model call, in tokens of work (``inf``: tokens are ~free);
         measured on first use (:func:`~qinggan.planning.measure_batch_overhead`)."""
         if self._batch_overhead_tokens is None:
-            self._batch_overhead_tokens = measure_batch_overhead(self)
+            self._batch_overhead_tokens = measure_batch_overhead(_Unwindowed(self))
         return self._batch_overhead_tokens
 
     def __call__(self, text: str) -> Prediction:
@@ -199,10 +215,24 @@ class Predictor:
             "display_labels": list(m.display_labels),
             "max_length": m.max_length,
             "truncate": self.truncate,
+            "long_texts": self.long_texts,
             "threads": self.threads,
             "source": m.source,
             "metrics": m.metrics,
         }
+
+
+class _Unwindowed:
+    """A model whose long texts are cut: timing one call must not time many windows."""
+
+    def __init__(self, model: Predictor) -> None:
+        self.model = model
+
+    def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
+        return self.model.tokenize(texts, windows=False)
+
+    def infer(self, batch: Sequence[Any]) -> np.ndarray:
+        return self.model.infer(batch)
 
 
 class Classifier(Predictor):
@@ -219,9 +249,14 @@ class Classifier(Predictor):
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = False,
         spinning: bool | None = None,
+        long_texts: str | None = None,
     ) -> None:
         super().__init__(
-            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+            bundle,
+            truncate=truncate,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            long_texts=long_texts,
         )
         manifest = bundle.manifest
         self.variant = variant or manifest.preferred_variant
@@ -264,10 +299,15 @@ class Classifier(Predictor):
             )
         return names
 
-    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
-        return self.encoder.encode(texts, truncate=self.truncate)
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> Sequence[Any]:
+        encoded = self.encoder.encode(texts, truncate=self.truncate)
+        if windows and self.long_texts == "window":  # long texts become qinggan.windows.Windowed
+            return window_long_texts(self.encoder, texts, encoded)
+        return encoded
 
-    def infer(self, batch: Sequence[Encoded]) -> np.ndarray:
+    def infer(self, batch: Sequence[Any]) -> np.ndarray:
+        if has_windows(batch):  # the windows go through the batch planner, then aggregate
+            return infer_windowed(self.probabilities, batch)
         ids, mask = self.encoder.pad(batch)
         feeds = {"input_ids": ids}
         if "attention_mask" in self._input_names:
@@ -299,6 +339,7 @@ def load(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
     spinning: bool | None = None,
+    long_texts: str | None = None,
 ) -> Predictor:
     """Load a classifier: a :class:`Classifier`, or an :class:`~qinggan.ensemble.Ensemble`
     for an ensemble bundle.
@@ -309,6 +350,9 @@ def load(
     to the model's ``max_length`` tokens. ``verify`` checks the sha256 of every file the
     chosen variant reads (not the variants it leaves unused). ``spinning``: whether idle
     ONNX Runtime threads busy-wait (``None``: ``$QINGGAN_ORT_SPINNING``, else on).
+    ``long_texts``: ``"window"`` reads texts longer than ``max_length`` whole, in
+    overlapping windows whose answers are aggregated (:mod:`qinggan.windows`);
+    ``"truncate"`` cuts them (``None``: ``$QINGGAN_LONG_TEXTS``, else ``"window"``).
     """
     bundle = load_bundle(resolve_model(model), verify=False)  # files: checked below
     kind: type[Classifier] | type[Ensemble] = Classifier
@@ -325,4 +369,5 @@ def load(
         max_batch_tokens=max_batch_tokens,
         verify=verify,
         spinning=spinning,
+        long_texts=long_texts,
     )

@@ -32,17 +32,22 @@ from .engine import (
 )
 from .errors import BundleError
 from .tokenization import Encoded
+from .windows import Windowed
 
 
 @dataclass(frozen=True, slots=True)
 class EnsembleEncoded:
     """One text as each member tokenised it."""
 
-    parts: tuple[Encoded, ...]
+    parts: tuple[Encoded | Windowed, ...]
     truncated: bool
 
     def __len__(self) -> int:  # the batch budget follows the longest member encoding
         return max(len(p) for p in self.parts)
+
+    @property
+    def windows(self) -> int:  # each member windows a long text by its own max_length
+        return max(p.windows for p in self.parts)
 
 
 class Ensemble(Predictor):
@@ -63,9 +68,14 @@ class Ensemble(Predictor):
         max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
         verify: bool = False,
         spinning: bool | None = None,
+        long_texts: str | None = None,
     ) -> None:
         super().__init__(
-            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+            bundle,
+            truncate=truncate,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            long_texts=long_texts,
         )
         if verify:
             bundle.verify(bundle.files_for())
@@ -87,6 +97,7 @@ class Ensemble(Predictor):
                     max_batch_tokens=max_batch_tokens,
                     verify=verify,
                     spinning=spinning,
+                    long_texts=self.long_texts,
                 )
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
@@ -98,8 +109,8 @@ class Ensemble(Predictor):
         )
         self.variant = "+".join(m.variant for m in self.members)
 
-    def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
-        per_member = [m.tokenize(texts) for m in self.members]
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> list[EnsembleEncoded]:
+        per_member = [m.tokenize(texts, windows=windows) for m in self.members]
         return [
             EnsembleEncoded(parts, any(p.truncated for p in parts))
             for parts in zip(*per_member, strict=True)
