@@ -241,6 +241,7 @@ def run_eval(
     variant: str | None = None,
     threads: int | None = None,
     limit: int | None = None,
+    long_texts: str | None = None,
 ) -> Report:
     """The ``qinggan eval`` command: score, print a table, write the requested files."""
     from rich.console import Console
@@ -253,7 +254,7 @@ def run_eval(
     for name, path in inputs:
         examples = read_labelled(path, name)
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
-    clf = load(model, variant=variant, threads=threads)
+    clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
     report = evaluate_examples(clf, sets, baseline)
     header, body = table_rows(report)
     table = Table(title=f"{report.model} ({report.variant})")

@@ -149,6 +149,11 @@ class AnalyzeResult(BaseModel):
     label_zh: str = Field(examples=["正面"])
     scores: dict[str, float]
     truncated: bool = Field(description="True if the text was cut to the model's token limit.")
+    windows: int | None = Field(
+        None,
+        description="Present when a text over the model's token limit was read whole: "
+        "the number of windows it was scored in (long_texts=window).",
+    )
 
 
 class BatchResult(BaseModel):
@@ -502,7 +507,7 @@ def check_text(value: Any, where: str, limit: int) -> str:
 
 def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
     d = prediction.to_dict()
-    return {
+    out = {
         "label": d["label"],
         "confidence": d["confidence"],
         "text": text,
@@ -510,6 +515,9 @@ def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
         "scores": d["scores"],
         "truncated": d["truncated"],
     }
+    if prediction.windows > 1:  # a long text read whole; short texts answer as before
+        out["windows"] = prediction.windows
+    return out
 
 
 # -- the app -------------------------------------------------------------------------------

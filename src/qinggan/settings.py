@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import QingganError
+from .windows import DEFAULT_LONG_TEXTS, LONG_TEXTS
 
 ENV_PREFIX = "QINGGAN_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -35,6 +36,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     threads: int | None = None
+    long_texts: str = DEFAULT_LONG_TEXTS
     max_text_chars: int = 512
     max_body_bytes: int = 1_048_576
     max_batch_texts: int = 64
@@ -78,6 +80,10 @@ class Settings:
             problems.append(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
+        if self.long_texts not in LONG_TEXTS:
+            problems.append(
+                f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}"
+            )
         if self.api_key is not None and not self.api_key.strip():
             problems.append("api_key must not be blank (leave it unset to turn auth off)")
         if problems:
@@ -120,6 +126,7 @@ class Settings:
             batch_size=self.max_batch_size,
             max_batch_tokens=self.max_batch_tokens,
             spinning=self.ort_spinning,
+            long_texts=self.long_texts,
         )
 
     def redacted(self) -> dict[str, Any]:

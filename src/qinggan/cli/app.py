@@ -32,6 +32,26 @@ VariantOption = Annotated[
     str | None,
     typer.Option("--variant", help="Model variant to run: int8 or fp32 (default: the bundle's)."),
 ]
+
+
+def _check_long_texts(value: str | None) -> str | None:
+    from ..windows import LONG_TEXTS
+
+    if value is not None and value not in LONG_TEXTS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LONG_TEXTS)}")
+    return value
+
+
+LongTextsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--long-texts",
+        help="Texts over the model's token limit: window (read whole, in windows whose "
+        "answers are aggregated) or truncate (cut). Default: $QINGGAN_LONG_TEXTS, else window.",
+        callback=_check_long_texts,
+        show_default=False,
+    ),
+]
 ThreadsOption = Annotated[
     int | None,
     typer.Option("--threads", min=1, help="ONNX Runtime threads (default: all cores)."),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import ThreadsOption, VariantOption, app
+from .app import LongTextsOption, ThreadsOption, VariantOption, app
 
 
 @app.command(name="eval")
@@ -32,6 +32,7 @@ def evaluate_command(
     ] = None,
     variant: VariantOption = None,
     threads: ThreadsOption = None,
+    long_texts: LongTextsOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Score at most N texts per file.")
     ] = None,
@@ -41,5 +42,5 @@ def evaluate_command(
 
     run_eval(
         model, data, baseline=baseline, json_out=json_out, markdown_out=markdown_out,
-        plot=plot, variant=variant, threads=threads, limit=limit,
+        plot=plot, variant=variant, threads=threads, limit=limit, long_texts=long_texts,
     )  # fmt: skip

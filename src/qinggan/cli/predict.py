@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import QingganError
-from .app import ModelOption, ThreadsOption, VariantOption, _emit_json, app
+from .app import LongTextsOption, ModelOption, ThreadsOption, VariantOption, _emit_json, app
 
 
 @app.command()
@@ -20,6 +20,7 @@ def predict(
     model: ModelOption = None,
     variant: VariantOption = None,
     threads: ThreadsOption = None,
+    long_texts: LongTextsOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON lines (always on when reading stdin).")
     ] = False,
@@ -99,11 +100,14 @@ def predict(
             engine,
             concurrency,
             quiet,
+            long_texts,
         )
         return
     from ..engine import load
 
-    clf = load(model, variant=variant, threads=threads, truncate=not no_truncate)
+    clf = load(
+        model, variant=variant, threads=threads, truncate=not no_truncate, long_texts=long_texts
+    )
     if texts:
         for text, pred in zip(texts, clf.predict(texts), strict=True):
             if as_json:
@@ -117,7 +121,16 @@ def predict(
 
 
 def _predict_file(  # type: ignore[no-untyped-def]
-    input_path, output_path, options, model, variant, threads, engine, concurrency, quiet
+    input_path,
+    output_path,
+    options,
+    model,
+    variant,
+    threads,
+    engine,
+    concurrency,
+    quiet,
+    long_texts=None,
 ) -> None:
     """``predict --input``: stream a file through a local classifier or a Ray actor pool."""
     from ..files import LocalScorer, score_file
@@ -126,7 +139,8 @@ def _predict_file(  # type: ignore[no-untyped-def]
     if engine == "local":
         from ..engine import load
 
-        scorer: ChunkScorer = LocalScorer(load(model, variant=variant, threads=threads))
+        clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
+        scorer: ChunkScorer = LocalScorer(clf)
     elif engine == "ray":
         from ..scale import RayChunkScorer
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import ModelOption, ThreadsOption, VariantOption, app
+from .app import LongTextsOption, ModelOption, ThreadsOption, VariantOption, app
 
 
 def _opt(flag: str, help_text: str, **kwargs: object) -> typer.models.OptionInfo:
@@ -21,6 +21,7 @@ def serve(
     host: Annotated[str | None, _opt("--host", "Address to bind [127.0.0.1].")] = None,
     port: Annotated[int | None, _opt("--port", "Port [7860].")] = None,
     threads: ThreadsOption = None,
+    long_texts: LongTextsOption = None,
     max_text_chars: Annotated[
         int | None, _opt("--max-text-chars", "Longest text in characters [512].")
     ] = None,
@@ -82,6 +83,7 @@ def serve(
             "host": host,
             "port": port,
             "threads": threads,
+            "long_texts": long_texts,
             "max_text_chars": max_text_chars,
             "max_body_bytes": max_body_bytes,
             "max_batch_texts": max_batch_texts,
