@@ -97,6 +97,23 @@ def test_split_text_gives_substrings_that_fit_the_model(clf: Classifier) -> None
     assert all(LATE_VERDICT[b - 1] in "。！，" for _, b in spans)  # clause-aligned ends
 
 
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="好差很的，。！？ 但是😀𠀀ab\n", min_size=0, max_size=400))
+def test_any_text_splits_into_ordered_substrings_that_fit(clf: Classifier, text: str) -> None:
+    encoder = clf.encoder
+    offsets = encoder.content_offsets(text)
+    spans = split_text(text, encoder)
+    if len(offsets) <= encoder.max_length - encoder.overhead_tokens - windows.MARGIN_TOKENS:
+        assert len(spans) <= 1
+    if not spans:
+        return
+    assert spans[0][0] == offsets[0][0] and spans[-1][1] == offsets[-1][1]
+    for (a1, b1), (a2, b2) in zip(spans, spans[1:], strict=False):
+        assert a1 < a2 <= b1 < b2
+    parts = encoder.encode([text[a:b] for a, b in spans])
+    assert not any(p.truncated for p in parts)
+
+
 def test_prefix_and_special_tokens_are_left_out_of_the_offsets(tmp_path: Path) -> None:
     bundle = make_tiny_bundle(tmp_path / "p")
     write_bundle(

@@ -156,6 +156,8 @@ def _best_cut(strength: Sequence[int], lowest: int, limit: int) -> int | None:
 def split_text(text: str, encoder: TextEncoder) -> list[tuple[int, int]]:
     """Code point spans of ``text``'s windows for ``encoder``'s tokenizer and limit."""
     offsets = encoder.content_offsets(text)
+    if not offsets:  # nothing to cut by (e.g. a prefix longer than the limit)
+        return []
     budget = encoder.max_length - encoder.overhead_tokens - MARGIN_TOKENS
     ranges = plan_windows(token_boundaries(offsets, clause_starts(text)), budget)
     return [(offsets[s][0], offsets[e - 1][1]) for s, e in ranges]
@@ -170,6 +172,8 @@ def window_long_texts(
         if item.truncated:
             text = texts[index]
             spans = split_text(text, encoder)
+            if len(spans) < 2:  # no shorter pieces to read it in: it stays cut
+                continue
             parts = encoder.encode([text[a:b] for a, b in spans])
             out[index] = Windowed(tuple(parts), tuple(spans), any(p.truncated for p in parts))
     return out
