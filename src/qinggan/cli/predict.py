@@ -145,7 +145,11 @@ def _predict_file(  # type: ignore[no-untyped-def]
         from ..scale import RayChunkScorer
 
         scorer = RayChunkScorer(
-            model, variant=variant, threads=threads or 1, concurrency=concurrency
+            model,
+            variant=variant,
+            threads=threads or 1,
+            concurrency=concurrency,
+            long_texts=long_texts,
         )
     else:
         raise QingganError(f"unknown --engine {engine!r}; choose local or ray")
