@@ -82,7 +82,7 @@ def test_eval(tiny_bundle: Bundle, tmp_path: Path) -> None:
     for mode in ("window", "truncate"):
         report = tmp_path / f"{mode}.json"
         res = run_cli(
-            "eval", str(tiny_bundle.path), str(data), "--long-texts", mode, "--json", str(report)
+            "eval", str(tiny_bundle.path), str(data), "--long-texts", mode, "-o", str(report)
         )
         assert res.returncode == 0, res.stderr
         rows = json.loads(report.read_text(encoding="utf-8"))["rows"]

@@ -16,9 +16,9 @@ from qinggan.bundle import Bundle, write_bundle
 from qinggan.engine import Classifier
 from qinggan.ensemble import Ensemble
 from qinggan.errors import TextTooLongError
+from qinggan.settings import DEFAULT_LONG_TEXTS, SettingsError
 from qinggan.testing import make_tiny_bundle
 from qinggan.windows import (
-    LongTextsError,
     Windowed,
     clause_starts,
     plan_windows,
@@ -175,15 +175,15 @@ def test_no_truncate_still_rejects_long_texts(tiny_bundle: Bundle) -> None:
 def test_long_texts_option_and_environment(
     tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert qinggan.load(tiny_bundle.path).long_texts == windows.DEFAULT_LONG_TEXTS
+    assert qinggan.load(tiny_bundle.path).long_texts == DEFAULT_LONG_TEXTS
     monkeypatch.setenv("QINGGAN_LONG_TEXTS", "truncate")
     assert qinggan.load(tiny_bundle.path).long_texts == "truncate"
     assert qinggan.load(tiny_bundle.path, long_texts="window").long_texts == "window"
     assert qinggan.load(tiny_bundle.path).info()["long_texts"] == "truncate"
     monkeypatch.setenv("QINGGAN_LONG_TEXTS", "chunks")
-    with pytest.raises(LongTextsError, match="QINGGAN_LONG_TEXTS must be one of"):
+    with pytest.raises(SettingsError, match="QINGGAN_LONG_TEXTS must be one of"):
         qinggan.load(tiny_bundle.path)
-    with pytest.raises(LongTextsError, match="long_texts must be one of window, truncate"):
+    with pytest.raises(SettingsError, match="long_texts must be one of window, truncate"):
         qinggan.load(tiny_bundle.path, long_texts="whole")
 
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from .errors import MissingExtraError, QingganError
 from .files import model_identity, score_texts
-from .windows import resolve_long_texts
+from .settings import env_long_texts
 
 if TYPE_CHECKING:
     import ray.data
@@ -52,8 +52,9 @@ def model_spec(model: str | os.PathLike[str] | None) -> str | None:
     """A model spec that means the same on every worker: built-in names as they are,
     ``$QINGGAN_MODEL`` read here in the driver, paths made absolute."""
     from .bundle import builtin_models
+    from .settings import env_model
 
-    spec = str(model) if model not in (None, "") else os.environ.get("QINGGAN_MODEL") or None
+    spec = str(model) if model not in (None, "") else env_model()
     if spec is None or spec in builtin_models():
         return spec
     path = Path(spec).expanduser()
@@ -83,7 +84,7 @@ class BatchScorer:
 
     def describe(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(resume identity, labels) of the loaded model."""
-        return model_identity(self.clf.bundle, self.clf.variant), tuple(self.clf.labels)
+        return model_identity(self.clf), tuple(self.clf.labels)
 
     def score(
         self, values: Sequence[object], prefix: str | None = None, fail_long: bool | None = None
@@ -158,7 +159,7 @@ def score_dataset(
             "threads": threads,
             "prefix": prefix,
             "fail_long": fail_long,
-            "long_texts": resolve_long_texts(long_texts),  # the driver's $QINGGAN_LONG_TEXTS
+            "long_texts": long_texts or env_long_texts(),  # the driver's $QINGGAN_LONG_TEXTS
         },
         batch_format="pyarrow",
         batch_size=batch_size,
@@ -196,7 +197,7 @@ class RayChunkScorer:
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
         options = {"variant": variant, "threads": threads}
-        options["long_texts"] = resolve_long_texts(long_texts)  # the driver's environment
+        options["long_texts"] = long_texts or env_long_texts()  # the driver's environment
         self.actors = [actor.remote(spec, **options) for _ in range(size)]
         # Ask an actor what it loaded: labels and identity exactly as the local engine sees them.
         self._identity, labels = self._get(self.actors[0].describe.remote())

@@ -19,7 +19,6 @@ aggregated answer).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,35 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import QingganError
-
 if TYPE_CHECKING:
     from .tokenization import Encoded, TextEncoder
 
-LONG_TEXTS = ("window", "truncate")
-DEFAULT_LONG_TEXTS = "window"
-ENV_VARIABLE = "QINGGAN_LONG_TEXTS"
 OVERLAP = 0.25  # at most this share of a window is read again by the next one
 MARGIN_TOKENS = 2  # a window re-encoded alone may take a token or two more than in context
 
 SENTENCE_END = re.compile(r"[。！？!?；;…\n]+[\s”’」』）)]*")
 CLAUSE_END = re.compile(r"[，,、：:～~]+\s*")
 CONTRAST = re.compile(r"但是|不过|可是|然而|只是|就是|但|却")
-
-
-class LongTextsError(QingganError):
-    """``long_texts`` (or ``$QINGGAN_LONG_TEXTS``) is not one of :data:`LONG_TEXTS`."""
-
-
-def resolve_long_texts(value: str | None) -> str:
-    """``value``, else ``$QINGGAN_LONG_TEXTS``, else :data:`DEFAULT_LONG_TEXTS`, checked."""
-    where = "long_texts"
-    if value is None:
-        value = os.environ.get(ENV_VARIABLE, "").strip().lower() or DEFAULT_LONG_TEXTS
-        where = ENV_VARIABLE
-    if value not in LONG_TEXTS:
-        raise LongTextsError(f"{where} must be one of {', '.join(LONG_TEXTS)}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,27 +197,33 @@ def has_windows(batch: Sequence[Any]) -> bool:
     return any(isinstance(item, Windowed) for item in batch)
 
 
+def _weighted(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    out: np.ndarray = (probs * weights[:, None]).sum(axis=0) / weights.sum()
+    return out
+
+
 def _mean(probs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return probs.mean(axis=0)
+    return _weighted(probs, np.ones(len(probs)))
 
 
 def _length_weighted(probs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return (probs * lengths[:, None]).sum(axis=0) / lengths.sum()
+    return _weighted(probs, lengths)
 
 
 def _most_confident(probs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return probs[int(probs.max(axis=1).argmax())]
+    row: np.ndarray = probs[int(probs.max(axis=1).argmax())]
+    return row
 
 
 def _later_weighted(probs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    weights = np.arange(1, len(probs) + 1, dtype=np.float64)
-    return (probs * weights[:, None]).sum(axis=0) / weights.sum()
+    return _weighted(probs, np.arange(1, len(probs) + 1, dtype=np.float64))
 
 
 def _log_mean(probs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     logs = np.log(np.clip(probs, 1e-12, 1.0)).mean(axis=0)
     exp = np.exp(logs - logs.max())
-    return exp / exp.sum()
+    out: np.ndarray = exp / exp.sum()
+    return out
 
 
 Aggregation = Callable[[np.ndarray, np.ndarray], np.ndarray]
