@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import CLIENT_GONE, INTERNAL_ERROR, OVERLOADED, TIMEOUT, UNAVAILABLE, ErrorKind
 from .interface import Model
 from .metrics import Metrics
+from .options import default_of
 from .planning import plan_batches, split_for_padding
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .engine import Prediction
@@ -137,10 +139,10 @@ class Batcher:
         self,
         model: Model,
         *,
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 8192,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
+        max_batch_size: int = default_of(Settings, "max_batch_size"),
+        max_batch_tokens: int = default_of(Settings, "max_batch_tokens"),
+        max_wait_ms: float = default_of(Settings, "max_wait_ms"),
+        max_queue: int = default_of(Settings, "max_queue"),
         batch_overhead_tokens: float = math.inf,
         metrics: Metrics | None = None,
     ) -> None:
