@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qinggan.bundle import Bundle
 
 OPENING = "酒店位置很好，服务很好。" * 8
@@ -88,3 +90,21 @@ def test_eval(tiny_bundle: Bundle, tmp_path: Path) -> None:
         rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
         accuracy[mode] = rows["long"]["model"]["accuracy"]
     assert accuracy == {"window": 1.0, "truncate": 0.5}
+
+
+@pytest.mark.slow
+def test_ray_engine_takes_the_option(tiny_bundle: Bundle, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'qinggan[ray]')")
+    source = tmp_path / "in.txt"
+    source.write_text(f"{LATE_VERDICT}\n很好\n", encoding="utf-8")
+    rows = {}
+    for mode in ("window", "truncate"):
+        out = tmp_path / f"{mode}.jsonl"
+        res = run_cli(
+            "predict", "-i", str(source), "-o", str(out), "-q", "--engine", "ray",
+            "--concurrency", "1", "--long-texts", mode, "-m", str(tiny_bundle.path),
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        rows[mode] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows["window"]] == ["Negative", "Positive"]
+    assert [r["truncated"] for r in rows["truncate"]] == [True, False]
