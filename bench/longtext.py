@@ -117,6 +117,19 @@ def long_rows(model: Any, rows: list[tuple[str, str, str]]) -> list[tuple[str, s
     return [row for row, cut in zip(rows, flags, strict=True) if cut]
 
 
+def cost(model: Any, rows: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Milliseconds per text to score ``rows`` cut and read whole (one batched ``predict``
+    each, before any window is cached; a shared CPU makes this indicative only)."""
+    texts = [t for _, t, _ in rows]
+    out = {}
+    for mode in ("truncate", "window"):
+        set_mode(model, mode)
+        started = time.perf_counter()
+        model.predict(texts)
+        out[f"{mode}_ms"] = round(1000 * (time.perf_counter() - started) / len(texts), 1)
+    return out
+
+
 def choose(dev: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
     """The aggregation with the best dev accuracy summed over models (first on ties)."""
     totals = {name: sum(result[name] for result in dev.values()) for name in names}
@@ -130,20 +143,22 @@ def markdown(result: dict[str, Any]) -> str:
         f"Texts the model would cut, from `*/dev.csv.gz` and `*/test.csv.gz`; accuracy %, "
         f"cut (`truncate`) and read whole in windows with each aggregation, same run "
         f"(`python bench/longtext.py`, {result['date']}). Aggregation chosen on dev: "
-        f"**{chosen}**.",
+        f"**{chosen}**. The last column is the cost per long test review, scored in one "
+        f"batch, cut and read whole (a shared 2-core CPU: indicative only).",
         "",
         "| model | split | texts | truncate | "
         + " | ".join(f"**{n}**" if n == chosen else n for n in names)
-        + " | windows/text |",
-        "|---|---|---:|---:|" + "---:|" * len(names) + "---:|",
+        + " | windows/text | ms/text cut → whole |",
+        "|---|---|---:|---:|" + "---:|" * len(names) + "---:|---:|",
     ]
     for split in ("dev", "test"):
         for model, r in result[split].items():
             cells = [f"**{r[n]:.2f}**" if n == chosen else f"{r[n]:.2f}" for n in names]
+            speed = f"{r['truncate_ms']} → {r['window_ms']}" if "window_ms" in r else ""
             lines.append(
                 f"| {model} | {split} | {r['texts']} | {r['truncate']:.2f} | "
                 + " | ".join(cells)
-                + f" | {r['windows_mean']} |"
+                + f" | {r['windows_mean']} | {speed} |"
             )
     return "\n".join(lines)
 
@@ -185,10 +200,13 @@ def main() -> None:
     started = time.perf_counter()
     for name in args.models.split(","):
         model = qinggan.load(name, threads=args.threads, long_texts="window")
+        long = {split: long_rows(model, rows) for split, rows in splits.items()}
+        timing = cost(model, long["test"])
         cache_windows(model, cache)
-        for split, rows in splits.items():
-            result[split][name] = score(model, long_rows(model, rows))
+        for split, rows in long.items():
+            result[split][name] = score(model, rows)
             print(split, name, result[split][name], flush=True)
+        result["test"][name].update(timing)
     result["chosen"] = choose(result["dev"], result["aggregations"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.parent.mkdir(exist_ok=True)
