@@ -78,18 +78,16 @@ def token_boundaries(offsets: Sequence[tuple[int, int]], starts: dict[int, int])
     A cut before token ``j`` is clause-aligned when a clause starts after the end of
     token ``j - 1`` and no later than the start of token ``j``.
     """
-    ordered = sorted(starts)
     strength = [0] * len(offsets)
-    k = 0
-    for j in range(1, len(offsets)):
-        previous_end, begin = offsets[j - 1][1], offsets[j][0]
-        while k < len(ordered) and ordered[k] < previous_end:
-            k += 1
-        best, i = 0, k
-        while i < len(ordered) and ordered[i] <= begin:
-            best = max(best, starts[ordered[i]])
-            i += 1
-        strength[j] = best
+    if len(offsets) < 2 or not starts:
+        return strength
+    ordered = np.array(sorted(starts))
+    spans = np.array(offsets)
+    # the clause starts in [end of token j - 1, start of token j], for every j at once
+    first = np.searchsorted(ordered, spans[:-1, 1], side="left")
+    last = np.searchsorted(ordered, spans[1:, 0], side="right")
+    for j in np.flatnonzero(last > first).tolist():  # few: one per clause at most
+        strength[j + 1] = max(starts[int(s)] for s in ordered[first[j] : last[j]])
     return strength
 
 
