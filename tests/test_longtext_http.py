@@ -40,6 +40,12 @@ def test_a_long_text_is_read_whole_and_says_in_how_many_windows(server: ServerPr
     assert long["label"] == "Negative"
 
 
+def test_the_api_reference_documents_windows(server: ServerProcess) -> None:
+    with server.client() as client:
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["AnalyzeResult"]
+    assert "windows" in schema["properties"] and "windows" not in schema.get("required", [])
+
+
 def test_the_text_limit_stays_512_characters(server: ServerProcess) -> None:
     with server.client() as client:
         response = client.post("/analyze", json={"text": "好" * 513})
