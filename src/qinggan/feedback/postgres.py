@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import MissingExtraError
 from . import schema
-from .store import Correction, FeedbackError, Stats, Store, StoreUnavailable, iso, redact
+from .store import Correction, FeedbackError, Stats, Store, StoreUnavailable, iso, reason, redact
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 10_000
@@ -63,12 +63,12 @@ class PostgresStore(Store):
                 autocommit=True,  # the only transactions are the explicit ones below
             )
         except pg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to {self.description}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to {self.description}: {reason(exc)}") from exc
         try:
             self._prepare(conn)
         except pg.Error as exc:
             conn.close()
-            raise StoreUnavailable(f"cannot use {self.description}: {exc}") from exc
+            raise StoreUnavailable(f"cannot use {self.description}: {reason(exc)}") from exc
         except FeedbackError:
             conn.close()
             raise
@@ -105,7 +105,7 @@ class PostgresStore(Store):
             except pg.Error as exc:
                 if conn.broken or conn.closed:
                     self._conn = None
-                raise StoreUnavailable(f"could not {what}: {exc}") from exc
+                raise StoreUnavailable(f"could not {what}: {reason(exc)}") from exc
 
     def open(self) -> None:
         with self._lock:
@@ -149,7 +149,7 @@ class PostgresStore(Store):
                         record["updated_at"] = iso(record["updated_at"])
                         yield Correction(**record)
         except pg.Error as exc:
-            raise StoreUnavailable(f"could not read the corrections: {exc}") from exc
+            raise StoreUnavailable(f"could not read the corrections: {reason(exc)}") from exc
         finally:
             reader.close()
 

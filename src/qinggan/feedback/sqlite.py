@@ -22,6 +22,7 @@ from .store import (
     Stats,
     Store,
     StoreUnavailable,
+    reason,
 )
 
 BUSY_TIMEOUT_MS = 10_000
@@ -59,12 +60,12 @@ class SQLiteStore(Store):
                 check_same_thread=False,
             )  # fmt: skip
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open {self.path}: {reason(exc)}") from exc
         try:
             self._prepare(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreUnavailable(f"cannot use {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot use {self.path}: {reason(exc)}") from exc
         except FeedbackError:
             conn.close()
             raise
@@ -110,7 +111,7 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
-                raise StoreUnavailable(f"could not store the correction: {exc}") from exc
+                raise StoreUnavailable(f"could not store the correction: {reason(exc)}") from exc
         return int(row_id)
 
     @staticmethod
@@ -131,7 +132,7 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
-                raise StoreUnavailable(f"could not read the corrections: {exc}") from exc
+                raise StoreUnavailable(f"could not read the corrections: {reason(exc)}") from exc
         return Stats(sum(by_label.values()), by_label, since)
 
     def corrections(self) -> Iterator[Correction]:
@@ -144,7 +145,7 @@ class SQLiteStore(Store):
                 for row in rows:
                     yield Correction(**dict(zip(schema.COLUMNS, row, strict=True)))
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"could not read the corrections: {exc}") from exc
+            raise StoreUnavailable(f"could not read the corrections: {reason(exc)}") from exc
         finally:
             reader.close()
 

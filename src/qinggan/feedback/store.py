@@ -94,6 +94,11 @@ class Store(ABC):
         self.close()
 
 
+def reason(exc: BaseException) -> str:
+    """An exception's message on one line (drivers' messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def now() -> str:
     """The current UTC time as ISO 8601, the form every store reports."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
