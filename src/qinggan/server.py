@@ -51,6 +51,8 @@ from .batching import (
     QueueFull,
 )
 from .engine import Prediction
+from .feedback import Store, open_store
+from .feedback import routes as feedback_routes
 from .metrics import Metrics
 from .planning import measure_batch_overhead
 from .protocol import DOCS_HEADERS, STRICT_HEADERS, bounded_http_protocol, error_bytes
@@ -78,6 +80,7 @@ API_ROUTES = frozenset(
         "/metrics",
         "/docs",
         "/openapi.json",
+        *feedback_routes.ROUTES,
     }
 )
 ERROR_CODES = {
@@ -318,9 +321,13 @@ class Service:
         self.batcher: Batcher | None = None
         self.batch_overhead_tokens = math.inf
         self.ready = False
+        self.feedback: Store | None = (
+            open_store(settings.feedback_db) if settings.feedback_db else None
+        )
 
     async def start(self) -> None:
         s = self.settings
+        await feedback_routes.open_store(self.feedback)
         if self.model is None:
             self.model = await asyncio.to_thread(s.load_model)
         self.batch_overhead_tokens = await asyncio.to_thread(_overhead_tokens, self.model)
@@ -349,6 +356,7 @@ class Service:
         self.ready = False
         if self.batcher is not None:
             await self.batcher.close()
+        await feedback_routes.close_store(self.feedback)
 
     @property
     def healthy(self) -> bool:
@@ -646,6 +654,7 @@ def create_app(
                     ),
                 },
                 "auth": settings.api_key is not None,
+                "feedback": service.feedback is not None,
                 "ready": service.ready,
             }
         )
@@ -654,6 +663,7 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
+    feedback_routes.add_routes(app, service)
     web_dir = WEB_DIR
 
     @app.get("/", include_in_schema=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import QingganError
+from .feedback.store import check_target, redact
 
 ENV_PREFIX = "QINGGAN_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -51,6 +52,10 @@ class Settings:
     # Off for the server: on 2 cores, ONNX Runtime threads busy-waiting between calls take
     # the CPU the event loop needs (bench/findings.md: +24-66% req/s at 16-64 clients).
     ort_spinning: bool = False
+    # Corrections store (POST /v1/feedback): a SQLite file or a postgresql:// URL; off
+    # when unset, so the service keeps no user text unless asked. A URL may hold a
+    # password: repr and redacted() hide it.
+    feedback_db: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,6 +85,11 @@ class Settings:
             )
         if self.api_key is not None and not self.api_key.strip():
             problems.append("api_key must not be blank (leave it unset to turn auth off)")
+        if self.feedback_db is not None:
+            try:
+                check_target(self.feedback_db)
+            except QingganError as exc:
+                problems.append(f"feedback_db: {exc}")
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
@@ -128,6 +138,8 @@ class Settings:
         if data["api_key"] is not None:
             data["api_key"] = REDACTED
         data["cors_origins"] = list(self.cors_origins)
+        if self.feedback_db is not None:
+            data["feedback_db"] = redact(self.feedback_db)
         return data
 
 

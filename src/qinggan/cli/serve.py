@@ -68,6 +68,13 @@ def serve(
             "load on small CPUs [off].",
         ),
     ] = None,
+    feedback_db: Annotated[
+        str | None,
+        _opt(
+            "--feedback-db",
+            "Store corrections (POST /v1/feedback) in this SQLite file or postgresql:// URL [off].",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service: web page at /, API at /analyze and /v1/analyze, docs at /docs.
 
@@ -96,6 +103,7 @@ def serve(
             "log_level": log_level,
             "access_log": access_log,
             "ort_spinning": ort_spinning,
+            "feedback_db": feedback_db,
         }  # fmt: skip
     )
     # The model loads (ONNX Runtime releases the GIL) while the web stack imports.
