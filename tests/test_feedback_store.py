@@ -265,6 +265,10 @@ def test_any_text_round_trips(tmp_path: Path, texts: list[str]) -> None:
     [
         ("postgresql://u:pw@db:5432/x", "postgresql://u:***@db:5432/x"),
         ("postgresql://db/x", "postgresql://db/x"),
+        (
+            "postgresql://u@db/x?sslmode=require&password=pw",
+            "postgresql://u@db/x?sslmode=require&password=***",
+        ),
         ("/var/lib/fb.db", "/var/lib/fb.db"),
     ],
 )

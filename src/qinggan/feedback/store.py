@@ -108,7 +108,8 @@ def iso(value: Any) -> str | None:
     """A database timestamp (a ``datetime`` or an ISO string) as ISO 8601 text."""
     if value is None or isinstance(value, str):
         return value
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    stamp: dt.datetime = value
+    return stamp.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def is_postgres(target: str) -> bool:
@@ -133,8 +134,13 @@ def redact(target: str) -> str:
     if "://" not in target:
         return target
     parts = urlsplit(target)
-    if parts.password is None:
-        return target
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password=" in parts.query:
+        query = "&".join(
+            "password=***" if item.startswith("password=") else item
+            for item in parts.query.split("&")
+        )
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
