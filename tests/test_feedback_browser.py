@@ -139,3 +139,40 @@ def test_no_correct_button_when_corrections_are_off(
         analyze(page, NEGATIVE)
         expect(page.locator("#history-list .history-item")).to_have_count(1)
         expect(page.locator(".feedback-correct")).to_have_count(0)
+
+
+def test_with_more_labels_the_click_offers_the_others(
+    page: sync_api.Page, tiny_bundle: Bundle, tmp_path: Path
+) -> None:
+    """A three-label model (its /info stubbed in the browser): 纠正 offers the two others."""
+    sent: list[dict[str, object]] = []
+
+    def three_labels(route: sync_api.Route) -> None:
+        info = route.fetch().json()
+        info["model"]["labels"] = ["Negative", "Neutral", "Positive"]
+        info["model"]["display_labels"] = ["负面", "中性", "正面"]
+        route.fulfill(json=info)
+
+    def stored(route: sync_api.Route) -> None:
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=201, json={"id": 1})
+
+    with ServerProcess(tiny_bundle.path, args=["--feedback-db", str(tmp_path / "fb.db")]) as server:
+        page.route("**/info", three_labels)
+        page.route("**/v1/feedback", stored)
+        page.goto(server.base_url + "/")
+        expect(page.locator("#server-status")).to_have_attribute("data-state", "ok")
+        analyze(page, NEGATIVE)
+        page.locator("#result .feedback-correct").click()
+        choices = page.locator("#result .feedback-choice")
+        expect(choices).to_have_count(2)
+        expect(choices.nth(0)).to_contain_text("中性 Neutral")
+        expect(choices.nth(1)).to_contain_text("正面 Positive")
+        choices.nth(0).click()
+        expect(page.locator("#result .feedback-done")).to_contain_text("Neutral")
+    assert len(sent) == 1
+    assert (sent[0]["text"], sent[0]["label"], sent[0]["predicted"]) == (
+        NEGATIVE,
+        "Neutral",
+        "Negative",
+    )
