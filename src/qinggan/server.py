@@ -51,7 +51,6 @@ from .batching import (
     QueueFull,
 )
 from .engine import Prediction
-from .feedback import Store, open_store
 from .feedback import routes as feedback_routes
 from .metrics import Metrics
 from .planning import measure_batch_overhead
@@ -321,13 +320,12 @@ class Service:
         self.batcher: Batcher | None = None
         self.batch_overhead_tokens = math.inf
         self.ready = False
-        self.feedback: Store | None = (
-            open_store(settings.feedback_db) if settings.feedback_db else None
-        )
+        self.feedback = feedback_routes.StoreWorker.configured(settings.feedback_db)
 
     async def start(self) -> None:
         s = self.settings
-        await feedback_routes.open_store(self.feedback)
+        if self.feedback is not None:
+            await self.feedback.open()
         if self.model is None:
             self.model = await asyncio.to_thread(s.load_model)
         self.batch_overhead_tokens = await asyncio.to_thread(_overhead_tokens, self.model)
@@ -356,7 +354,8 @@ class Service:
         self.ready = False
         if self.batcher is not None:
             await self.batcher.close()
-        await feedback_routes.close_store(self.feedback)
+        if self.feedback is not None:
+            await self.feedback.close()
 
     @property
     def healthy(self) -> bool:

@@ -2,7 +2,7 @@
 ``GET /v1/feedback/stats``.
 
 They follow ``/analyze``'s rules (JSON errors, the same text checks and limits, the API
-key). The store's blocking calls run on a worker thread, so a slow disk or database
+key). The store's blocking calls run on a thread of its own, so a slow disk or database
 never stalls analyses; a store that cannot write (disk full, read-only, database down)
 answers 503 on these routes only. A 201 is sent after the commit, never before.
 """
@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from . import open_store
 from .store import Correction, FeedbackError, Store, StoreUnavailable, now
 
 if TYPE_CHECKING:
     from ..server import Service
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROUTES = ("/v1/feedback", "/v1/feedback/stats")
 OFF_MESSAGE = (
@@ -57,45 +61,131 @@ class FeedbackStats(BaseModel):
     since: str | None = Field(description="When the oldest stored correction was made (UTC).")
 
 
-async def open_store(store: Store | None) -> None:
-    """Connect at startup; a store that is down now only makes its routes answer 503."""
-    if store is None:
-        return
-    try:
-        await asyncio.to_thread(store.open)
-        log.info("corrections are stored in %s", store.description)
-    except StoreUnavailable as exc:
-        log.warning("corrections store unavailable for now (503 until it is back): %s", exc)
+class StoreWorker:
+    """A store whose blocking calls run on a thread of their own: off the event loop, and
+    out of the default executor (which tokenises big requests), so a slow or hung store
+    never delays an analysis. One thread is enough: each store has one connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinggan-feedback")
+
+    @classmethod
+    def configured(cls, target: str | None) -> StoreWorker | None:
+        """The worker for ``--feedback-db TARGET``; ``None`` when corrections are off."""
+        return cls(open_store(target)) if target else None
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+
+    async def open(self) -> None:
+        """Connect at startup; a store that is down now only makes its routes answer 503."""
+        try:
+            await self.run(self.store.open)
+            log.info("corrections are stored in %s", self.store.description)
+        except StoreUnavailable as exc:
+            log.warning("corrections store unavailable for now (503 until it is back): %s", exc)
+
+    async def close(self) -> None:
+        await self.run(self.store.close)
+        self._pool.shutdown(wait=False)
 
 
-async def close_store(store: Store | None) -> None:
-    if store is not None:
-        await asyncio.to_thread(store.close)
+def _http() -> Any:
+    """The server module (its errors and body parsing), imported when first needed: it
+    imports this module while it loads."""
+    from .. import server
+
+    return server
 
 
-def _label(value: Any, where: str, labels: tuple[str, ...], api_error: Any) -> str:
-    allowed = ", ".join(labels)
+def _label(value: Any, where: str, labels: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in labels:
         shown = "missing" if value is None else f"{value!r} is not one of the model's labels"
-        raise api_error(400, "invalid_label", f"'{where}' {shown}; use one of: {allowed}")
+        message = f"'{where}' {shown}; use one of: {', '.join(labels)}"
+        raise _http().ApiError(400, "invalid_label", message)
     return value
 
 
-def _confidence(value: Any, api_error: Any) -> float | None:
+def _confidence(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise api_error(422, "invalid_request", "'confidence' must be a number from 0 to 1")
-    if not 0 <= value <= 1:
-        raise api_error(422, "invalid_request", "'confidence' must be a number from 0 to 1")
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not 0 <= value <= 1:
+        raise _http().ApiError(422, "invalid_request", "'confidence' must be a number from 0 to 1")
     return float(value)
+
+
+def _worker(service: Service) -> StoreWorker:
+    if service.feedback is None:
+        raise _http().ApiError(404, "feedback_off", OFF_MESSAGE)
+    return service.feedback
+
+
+def _unavailable(exc: FeedbackError) -> Exception:
+    log.warning("corrections store: %s", exc)
+    message = "the corrections store cannot be used right now; nothing was stored, retry later"
+    return _http().ApiError(503, "feedback_unavailable", message, {"Retry-After": "1"})
+
+
+async def _read_correction(request: Request, service: Service) -> Correction:
+    """The request's correction, checked, with what the model says when the client did not
+    send it, and which model that is."""
+    http, settings = _http(), service.settings
+    payload = await http.read_object(request, settings.max_body_bytes, EXAMPLE)
+    text = http.check_text(payload.get("text"), "text", settings.max_text_chars)
+    if "\x00" in text:
+        raise http.ApiError(400, "invalid_text", "'text' contains a NUL character")
+    labels = tuple(service.model.labels)
+    label = _label(payload.get("label"), "label", labels)
+    predicted = payload.get("predicted")
+    confidence = _confidence(payload.get("confidence"))
+    if predicted is None:
+        prediction = (await service.classify([text], request, {}))[0]
+        predicted, confidence = prediction.label, prediction.confidence
+    else:
+        predicted = _label(predicted, "predicted", labels)
+    model = service.model_info()
+    name, sha256 = model.get("name"), model.get("sha256")
+    return Correction(text, label, predicted, confidence, name, sha256, now())
+
+
+async def store_correction(request: Request, service: Service, writes: Counter) -> Response:
+    """``POST /v1/feedback``: 201 with the row's id once committed."""
+    http = _http()
+    try:
+        worker = _worker(service)
+        c = await _read_correction(request, service)
+        try:
+            row_id = await worker.run(worker.store.record, c)
+        except FeedbackError as exc:
+            writes.labels("failed").inc()
+            raise _unavailable(exc) from None
+        writes.labels("ok").inc()
+        body = {"id": row_id, "text": c.text, "label": c.label}
+        return http.json_response(
+            {**body, "predicted": c.predicted, "confidence": c.confidence}, 201
+        )
+    except http.ApiError as error:
+        return error.response()  # type: ignore[no-any-return]
+
+
+async def correction_stats(request: Request, service: Service) -> Response:
+    """``GET /v1/feedback/stats``."""
+    http = _http()
+    try:
+        worker = _worker(service)
+        try:
+            stats = await worker.run(worker.store.stats)
+        except FeedbackError as exc:
+            raise _unavailable(exc) from None
+        return http.json_response(stats.to_dict())  # type: ignore[no-any-return]
+    except http.ApiError as error:
+        return error.response()  # type: ignore[no-any-return]
 
 
 def add_routes(app: FastAPI, service: Service) -> None:
     """Register the corrections routes on ``app`` (they answer 404 without a store)."""
-    from .. import server as http
-
-    settings = service.settings
     writes = Counter(
         "qinggan_feedback_writes",
         "Corrections stored (ok) or refused because the store failed (failed)",
@@ -103,22 +193,12 @@ def add_routes(app: FastAPI, service: Service) -> None:
         registry=service.metrics.registry,
     )
 
-    def store_or_404() -> Store:
-        if service.feedback is None:
-            raise http.ApiError(404, "feedback_off", OFF_MESSAGE)
-        return service.feedback
-
-    def unavailable(exc: FeedbackError) -> Any:
-        log.warning("corrections store: %s", exc)
-        message = "the corrections store cannot be used right now; nothing was stored, retry later"
-        return http.ApiError(503, "feedback_unavailable", message, {"Retry-After": "1"})
-
     @app.post(
         "/v1/feedback",
         summary="Store a correction: the right label of a text (the latest one wins)",
         status_code=201,
         response_model=None,
-        openapi_extra=http._request_body(FeedbackRequest),
+        openapi_extra=_http()._request_body(FeedbackRequest),
         responses={
             201: {"model": FeedbackStored},
             404: {"description": "feedback_off: the server runs without --feedback-db"},
@@ -126,37 +206,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         },
     )
     async def feedback(request: Request) -> Response:
-        try:
-            store = store_or_404()
-            payload = await http.read_object(request, settings.max_body_bytes, EXAMPLE)
-            text = http.check_text(payload.get("text"), "text", settings.max_text_chars)
-            if "\x00" in text:
-                raise http.ApiError(400, "invalid_text", "'text' contains a NUL character")
-            labels = tuple(service.model.labels)
-            label = _label(payload.get("label"), "label", labels, http.ApiError)
-            predicted = payload.get("predicted")
-            confidence = _confidence(payload.get("confidence"), http.ApiError)
-            if predicted is None:
-                prediction = (await service.classify([text], request, {}))[0]
-                predicted, confidence = prediction.label, prediction.confidence
-            else:
-                predicted = _label(predicted, "predicted", labels, http.ApiError)
-            model = service.model_info()
-            correction = Correction(
-                text, label, predicted, confidence, model.get("name"), model.get("sha256"), now()
-            )
-            try:
-                row_id = await asyncio.to_thread(store.record, correction)
-            except FeedbackError as exc:
-                writes.labels("failed").inc()
-                raise unavailable(exc) from None
-            writes.labels("ok").inc()
-            body = {"id": row_id, "text": text, "label": label}
-            return http.json_response(
-                {**body, "predicted": predicted, "confidence": confidence}, 201
-            )
-        except http.ApiError as error:
-            return error.response()
+        return await store_correction(request, service, writes)
 
     @app.get(
         "/v1/feedback/stats",
@@ -165,12 +215,4 @@ def add_routes(app: FastAPI, service: Service) -> None:
         responses={200: {"model": FeedbackStats}, 404: {"description": "feedback_off"}},
     )
     async def feedback_stats(request: Request) -> Response:
-        try:
-            store = store_or_404()
-            try:
-                stats = await asyncio.to_thread(store.stats)
-            except FeedbackError as exc:
-                raise unavailable(exc) from None
-            return http.json_response(stats.to_dict())
-        except http.ApiError as error:
-            return error.response()
+        return await correction_stats(request, service)
