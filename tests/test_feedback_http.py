@@ -70,6 +70,7 @@ def count(client: TestClient, **headers: str) -> int:
 def test_off_by_default_with_a_clear_404(classifier: qinggan.Classifier) -> None:
     with app_client(classifier, None) as c:
         assert c.get("/info").json()["feedback"] is False
+        assert not any("feedback" in path for path in c.get("/openapi.json").json()["paths"])
         for response in (
             c.post("/v1/feedback", json={"text": POSITIVE, "label": "Negative"}),
             c.get("/v1/feedback/stats"),
@@ -80,6 +81,8 @@ def test_off_by_default_with_a_clear_404(classifier: qinggan.Classifier) -> None
 
 def test_a_correction_is_stored_with_what_the_model_said(client: TestClient) -> None:
     assert client.get("/info").json()["feedback"] is True
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/feedback", "/v1/feedback/stats"} <= set(paths)
     before = count(client)
     first = client.post("/v1/feedback", json={"text": POSITIVE, "label": "Negative"})
     assert first.status_code == 201, first.text

@@ -185,7 +185,9 @@ async def correction_stats(request: Request, service: Service) -> Response:
 
 
 def add_routes(app: FastAPI, service: Service) -> None:
-    """Register the corrections routes on ``app`` (they answer 404 without a store)."""
+    """Register the corrections routes on ``app``. Without a store they answer 404 saying
+    how to turn corrections on, and stay out of the OpenAPI schema (/docs)."""
+    documented = service.feedback is not None
     writes = Counter(
         "qinggan_feedback_writes",
         "Corrections stored (ok) or refused because the store failed (failed)",
@@ -198,6 +200,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         summary="Store a correction: the right label of a text (the latest one wins)",
         status_code=201,
         response_model=None,
+        include_in_schema=documented,
         openapi_extra=_http()._request_body(FeedbackRequest),
         responses={
             201: {"model": FeedbackStored},
@@ -212,6 +215,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         "/v1/feedback/stats",
         summary="How many texts were corrected, per label, since when",
         response_model=None,
+        include_in_schema=documented,
         responses={200: {"model": FeedbackStats}, 404: {"description": "feedback_off"}},
     )
     async def feedback_stats(request: Request) -> Response:
