@@ -25,10 +25,13 @@ def _connect(url: str) -> object:
     return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
 
+_STARTED: list[str] = []  # the URL of the cluster this session started, shared by modules
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A superuser URL of a running PostgreSQL server."""
-    url = os.environ.get(pgcluster.URL_ENV)
+    url = os.environ.get(pgcluster.URL_ENV) or (_STARTED[0] if _STARTED else None)
     root = None
     if not url:
         if pgcluster.bin_dir() is None:
@@ -41,12 +44,13 @@ def postgres_server() -> Iterator[str]:
         except Exception as exc:  # noqa: BLE001 - any failure means: skip, saying why
             pgcluster.stop(root)
             pytest.skip(f"could not start a throw-away PostgreSQL cluster: {exc}")
+        _STARTED.append(url)
     try:
         _connect(url).close()  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"PostgreSQL at {url} cannot be reached: {exc}")
     yield url
-    if root is not None:
+    if root is not None:  # session teardown: every module using it is done
         pgcluster.stop(root)
 
 
