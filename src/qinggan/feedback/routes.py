@@ -125,7 +125,8 @@ def _worker(service: Service) -> StoreWorker:
 def _unavailable(exc: FeedbackError) -> Exception:
     log.warning("corrections store: %s", exc)
     message = "the corrections store cannot be used right now; nothing was stored, retry later"
-    return _http().ApiError(503, "feedback_unavailable", message, {"Retry-After": "1"})
+    error: Exception = _http().ApiError(503, "feedback_unavailable", message, {"Retry-After": "1"})
+    return error
 
 
 async def _read_correction(request: Request, service: Service) -> Correction:
@@ -163,9 +164,10 @@ async def store_correction(request: Request, service: Service, writes: Counter) 
             raise _unavailable(exc) from None
         writes.labels("ok").inc()
         body = {"id": row_id, "text": c.text, "label": c.label}
-        return http.json_response(
+        created: Response = http.json_response(
             {**body, "predicted": c.predicted, "confidence": c.confidence}, 201
         )
+        return created
     except http.ApiError as error:
         return error.response()  # type: ignore[no-any-return]
 
