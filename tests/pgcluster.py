@@ -58,8 +58,9 @@ def _as_owner(command: list[str], data: Path) -> list[str]:
     raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL")
 
 
-def start(root: Path) -> str:
-    """Initialise and start a cluster under ``root``; its superuser URL."""
+def start(root: Path, *, fsync: bool = False) -> str:
+    """Initialise and start a cluster under ``root``; its superuser URL. Tests run without
+    fsync (throw-away data); benchmarks ask for it, as a real server has it."""
     binaries = bin_dir()
     if binaries is None:
         raise RuntimeError("PostgreSQL's initdb was not found (apt-get install postgresql)")
@@ -70,7 +71,9 @@ def start(root: Path) -> str:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
     initdb = [str(binaries / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust"]
     subprocess.run(_as_owner([*initdb, "--encoding=UTF8", "--locale=C"], data), check=True, **quiet)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+    )
     pg_ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w"]
     subprocess.run(_as_owner([*pg_ctl, "-o", options, "start"], data), check=True, **quiet)
     return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
