@@ -22,7 +22,6 @@ import feedback_support
 import qinggan
 from qinggan.bundle import Bundle
 from qinggan.feedback import open_store
-from qinggan.feedback.routes import StoreWorker
 from qinggan.feedback.sqlite import SQLiteStore
 from qinggan.server import create_app
 from qinggan.settings import Settings
@@ -174,7 +173,7 @@ def test_a_failing_store_answers_503_while_analyze_keeps_serving(
             qinggan.feedback.Correction("已有", "Positive", created_at="2026-01-01T00:00:00+00:00")
         )
     client = app_client(classifier, str(db))
-    client.app.state.service.feedback = StoreWorker(_BrokenStore(str(db), failure))  # type: ignore[attr-defined]
+    client.app.state.service.feedback.store = _BrokenStore(str(db), failure)  # type: ignore[attr-defined]
     with client as c:
         for i in range(500):
             long_text = f"{i}" + "好" * (LIMIT - 2)
