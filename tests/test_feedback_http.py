@@ -43,7 +43,7 @@ def classifier(tiny_bundle: Bundle) -> qinggan.Classifier:
 
 def app_client(model: Any, store: str | None, **options: Any) -> TestClient:
     settings_ = Settings(feedback_db=store, max_text_chars=LIMIT, **options)
-    return TestClient(create_app(settings_, classifier=model), raise_server_exceptions=False)
+    return TestClient(create_app(settings_, model), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")

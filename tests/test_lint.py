@@ -40,3 +40,22 @@ def test_mypy_is_configured_and_run_by_ci() -> None:
     assert any(req.split(">")[0].strip() == "mypy" for req in test_extra)
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m mypy" in ci.splitlines()
+
+
+def test_functions_and_modules_stay_short() -> None:
+    """No function over 80 lines, no module over 500 (issue 16: a newcomer reads each in
+    one sitting)."""
+    import ast
+
+    too_long = []
+    for path in sorted((ROOT / "src" / "qinggan").rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        lines = source.count("\n")
+        if lines > 500:
+            too_long.append(f"{path.name}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 80:
+                    too_long.append(f"{path.name}:{node.lineno} {node.name}(): {length} lines")
+    assert not too_long, "split these into named steps: " + "; ".join(too_long)

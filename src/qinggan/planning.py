@@ -88,7 +88,9 @@ def measure_batch_overhead(
     cost per call (thread hand-off, padding, results).
     """
     short = model.tokenize(["好"])
-    medium = model.tokenize(["好" * 126])
+    # ~128 tokens, but within the model's limit: with truncation off a longer probe would
+    # raise TextTooLongError instead of measuring anything.
+    medium = model.tokenize(["好" * max(1, min(126, model.max_length // 2))])
 
     def best_time(batch: Sequence[Any]) -> float:
         model.infer(batch)  # untimed: the first call with a new shape allocates
