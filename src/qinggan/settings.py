@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import QingganError
+from .feedback.store import check_target, redact
 from .options import below_min, field_of, option, same_as
 
 if TYPE_CHECKING:
@@ -119,6 +120,14 @@ class Settings:
     # the CPU the event loop needs (bench/findings.md: +24-66% req/s at 16-64 clients).
     ort_spinning: bool = same_as(LoadOptions, "spinning", False)
     long_texts: str | None = same_as(LoadOptions, "long_texts")
+    # Off by default: the service keeps no user text unless asked. A URL may hold a
+    # password, so the value stays out of repr and is redacted in logs.
+    feedback_db: str | None = option(
+        None,
+        "Store corrections (POST /v1/feedback) in this SQLite file or postgresql:// URL "
+        "(default: off).",
+        secret=True,
+    )
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -173,6 +182,8 @@ class Settings:
         if data["api_key"] is not None:
             data["api_key"] = REDACTED
         data["cors_origins"] = list(self.cors_origins)
+        if self.feedback_db is not None:
+            data["feedback_db"] = redact(self.feedback_db)
         return data
 
 
@@ -191,6 +202,11 @@ def _problems(s: Settings) -> list[str]:
             problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if s.api_key is not None and not s.api_key.strip():
         problems.append("api_key must not be blank (leave it unset to turn auth off)")
+    if s.feedback_db is not None:
+        try:
+            check_target(s.feedback_db)
+        except QingganError as exc:
+            problems.append(f"feedback_db: {exc}")
     return problems
 
 
