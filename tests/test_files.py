@@ -265,7 +265,8 @@ def test_checkpoint_seconds_come_from_the_environment(monkeypatch: pytest.Monkey
         ScoreOptions()
 
 
-def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, clf: Classifier) -> None:
+def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    clf = load(tiny_bundle.path, threads=1, long_texts="truncate")
     src = write_input(tmp_path / "in.txt", [{"text": "好" * 500}, {"text": "差"}], "txt")
     out = tmp_path / "out.jsonl"
     score_file(str(src), str(out), LocalScorer(clf), ScoreOptions(fail_long=True, progress=False))

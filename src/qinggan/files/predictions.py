@@ -60,7 +60,7 @@ def score_texts(
     truncated: list[bool | None] = [None] * n
     for i, pred in zip(ok, preds, strict=True):
         truncated[i] = pred.truncated
-        if fail_long and pred.truncated:
+        if fail_long and (pred.truncated or pred.windows > 1):  # too long: cut or windowed
             errors[i] = f"text is longer than the model's limit of {clf.max_length} tokens"
             continue
         label[i] = pred.label

@@ -62,7 +62,7 @@ def service_of(request: Request) -> Service:
 def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
     """One result: the original service's fields first, then ours."""
     d = prediction.to_dict()
-    return {
+    out = {
         "label": d["label"],
         "confidence": d["confidence"],
         "text": text,
@@ -70,6 +70,9 @@ def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
         "scores": d["scores"],
         "truncated": d["truncated"],
     }
+    if prediction.windows > 1:  # a long text read whole; short texts answer as before
+        out["windows"] = prediction.windows
+    return out
 
 
 def timing_headers(timings: dict[str, float], started: float) -> dict[str, str]:
