@@ -376,6 +376,19 @@ def test_resume_refuses_a_changed_input_or_options(tmp_path: Path, scorer: Local
         score_file(str(src), str(out), scorer, ScoreOptions(resume=True, progress=False))
 
 
+def test_resume_refuses_another_long_text_mode(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    """Rows cut and rows read in windows must not end up in one output."""
+    src = write_input(tmp_path / "in.csv", rows_of(TEXTS * 20), "csv")
+    out = tmp_path / "out.csv"
+    options = ScoreOptions(chunk_size=10, progress=False, checkpoint_seconds=0)
+    windowed = LocalScorer(load(tiny_bundle.path, threads=1, long_texts="window"))
+    with pytest.raises(Interrupt):
+        score_file(str(src), str(out), windowed, options, on_progress=interrupt_after(30))
+    cut = LocalScorer(load(tiny_bundle.path, threads=1, long_texts="truncate"))
+    with pytest.raises(ResumeError, match="long_texts"):
+        score_file(str(src), str(out), cut, options)
+
+
 def test_killed_cli_run_resumes(tmp_path: Path, tiny_bundle: Bundle) -> None:
     """SIGKILL the real CLI mid-file, rerun with --resume: identical to an uninterrupted run."""
     texts = [TEXTS[i % 5] + "。" * (i % 9) for i in range(4000)]
