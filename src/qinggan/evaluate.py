@@ -245,6 +245,7 @@ def run_eval(
     threads: int | None = None,
     limit: int | None = None,
     as_json: bool = False,
+    long_texts: str | None = None,
 ) -> Report:
     """The ``qinggan eval`` command: score, print a table (``as_json``: the JSON report),
     write the requested files."""
@@ -258,7 +259,7 @@ def run_eval(
     for name, path in inputs:
         examples = read_labelled(path, name)
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
-    clf = load(model, variant=variant, threads=threads)
+    clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
     report = evaluate_examples(clf, sets, baseline)
     as_text = json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n"
     if as_json:

@@ -33,6 +33,7 @@ from ..errors import (
     UNAVAILABLE,
     QingganError,
 )
+from ..feedback.worker import StoreWorker
 from ..interface import Model
 from ..metrics import Metrics
 from ..settings import Settings
@@ -80,11 +81,14 @@ class Service:
         self._loader = loader or self._load_configured
         self._reloading = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.feedback = StoreWorker.configured(settings.feedback_db, self.metrics.registry)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load (unless given), calibrate and warm up the model; then the service is ready."""
+        if self.feedback is not None:
+            await self.feedback.open()
         model = self._given
         if model is None:
             model = await asyncio.to_thread(self._loader)
@@ -134,6 +138,8 @@ class Service:
         async with self._reloading:  # a reload under way finishes (or fails) first
             if self.serving is not None:
                 await self.serving.batcher.close()
+        if self.feedback is not None:
+            await self.feedback.close()
 
     async def reload(self) -> dict[str, Any]:
         """Load the configured model afresh, warm it up, swap it in; the old one drains.
