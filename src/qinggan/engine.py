@@ -28,6 +28,7 @@ from .windows import has_windows, infer_windowed, window_long_texts
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
+    from .explain import Explanation
     from .interface import Model
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Prediction:
     scores: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     windows: int = 1  # > 1: a long text read whole in this many windows (qinggan.windows)
+    explanation: Explanation | None = None  # with predict(..., explain=True)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +67,8 @@ class Prediction:
         }
         if self.windows > 1:
             out["windows"] = self.windows
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
         return out
 
 
@@ -154,14 +158,20 @@ class Predictor:
             )
         return out
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Classify ``texts``; results come back in input order."""
+    def predict(self, texts: Sequence[str], *, explain: bool = False) -> list[Prediction]:
+        """Classify ``texts``; results come back in input order. ``explain`` attaches
+        the clauses and phrases behind each answer (:mod:`qinggan.explain`)."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of texts; use clf(text) for one")
         if not texts:
             return []
         encoded = self.tokenize(texts)
-        return self.to_predictions(self.probabilities(encoded), encoded)
+        predictions = self.to_predictions(self.probabilities(encoded), encoded)
+        if explain:
+            from .explain import explain as attach
+
+            predictions = attach(self, texts, predictions)
+        return predictions
 
     def probabilities(self, encoded: Sequence[Any]) -> np.ndarray:
         """Calibrated probabilities of tokenised texts, shape (n, labels), in input order.

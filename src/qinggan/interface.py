@@ -44,8 +44,9 @@ class Model(Protocol):
         """One :class:`~qinggan.engine.Prediction` per row of ``probs``."""
         ...
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Classify texts in planned batches; results in input order."""
+    def predict(self, texts: Sequence[str], *, explain: bool = False) -> list[Prediction]:
+        """Classify texts in planned batches; results in input order. ``explain`` attaches
+        an :class:`~qinggan.explain.Explanation` to each (:mod:`qinggan.explain`)."""
         ...
 
     @property

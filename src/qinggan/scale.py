@@ -176,6 +176,8 @@ class RayChunkScorer:
     outstanding, and results come back in input order, so memory stays bounded.
     """
 
+    explain = False  # explanation columns: local scoring only
+
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,

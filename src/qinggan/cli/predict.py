@@ -12,6 +12,7 @@ import typer
 from ..errors import QingganError
 from ..settings import LoadOptions
 from .app import ModelOption, _emit_json, app, dataclass_options
+from .explain import ExplainOption, print_explained
 
 if TYPE_CHECKING:
     from ..files import ScoreOptions
@@ -76,6 +77,7 @@ def predict(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
     ] = False,
+    explain: ExplainOption = False,
     **load: Any,
 ) -> None:
     """Classify texts given as arguments, read from stdin, or in a file (--input/--output)."""
@@ -88,18 +90,18 @@ def predict(
             text_column=text_column, input_format=input_format, chunk_size=chunk_size,
             prefix=prefix, fail_long=not options.truncate, resume=resume, progress=not quiet,
         )  # fmt: skip
-        scorer = _file_scorer(model, options, engine, concurrency)
+        scorer = _file_scorer(model, options, engine, concurrency, explain)
         _predict_file(input_path or "-", output_path or "-", score, scorer, quiet)
         return
     from ..engine import load_with
 
     clf = load_with(model, options)
     if texts:
-        _print_predictions(clf, texts, as_json)
+        _print_predictions(clf, texts, as_json, explain)
         return
     if sys.stdin.isatty():
         raise QingganError("no texts given: pass them as arguments or pipe one per line on stdin")
-    _predict_stream(clf, sys.stdin)
+    _predict_stream(clf, sys.stdin, explain=explain)
 
 
 def _check_file_input(texts: list[str] | None, input_path: str | None) -> None:
@@ -110,8 +112,11 @@ def _check_file_input(texts: list[str] | None, input_path: str | None) -> None:
         raise QingganError("no input: pass --input FILE or pipe rows on stdin")
 
 
-def _print_predictions(clf: Model, texts: list[str], as_json: bool) -> None:
+def _print_predictions(clf: Model, texts: list[str], as_json: bool, explain: bool) -> None:
     """One line per text: JSON, or label, confidence, Chinese label and the text."""
+    if explain:
+        print_explained(clf.predict(texts, explain=True), texts, as_json)
+        return
     for text, pred in zip(texts, clf.predict(texts), strict=True):
         if as_json:
             _emit_json({"text": text, **pred.to_dict()})
@@ -120,10 +125,16 @@ def _print_predictions(clf: Model, texts: list[str], as_json: bool) -> None:
 
 
 def _file_scorer(
-    model: str | None, options: LoadOptions, engine: Engine, concurrency: int | None
+    model: str | None,
+    options: LoadOptions,
+    engine: Engine,
+    concurrency: int | None,
+    explain: bool = False,
 ) -> Any:
     """What scores a file's chunks: a local classifier (which truncates; ``fail_long``
-    turns over-long rows into row errors) or a Ray actor pool."""
+    turns over-long rows into row errors) or a Ray actor pool (no explanations)."""
+    if engine == "ray" and explain:
+        raise QingganError("--explain scores files with --engine local only")
     if engine == "ray":
         from ..scale import RayChunkScorer
 
@@ -137,7 +148,8 @@ def _file_scorer(
     from ..engine import load_with
     from ..files import LocalScorer
 
-    return LocalScorer(load_with(model, dataclasses.replace(options, truncate=True)))
+    clf = load_with(model, dataclasses.replace(options, truncate=True))
+    return LocalScorer(clf, explain=explain)
 
 
 def _predict_file(
@@ -154,13 +166,15 @@ def _predict_file(
         typer.echo(summary.describe(), err=True)
 
 
-def _predict_stream(clf: Model, lines: Iterable[str], chunk: int = 256) -> None:
+def _predict_stream(
+    clf: Model, lines: Iterable[str], chunk: int = 256, *, explain: bool = False
+) -> None:
     """Score a stream of lines in chunks, writing JSON lines in order; blank lines get an error."""
     buffer: list[str] = []
 
     def flush() -> None:
         texts = [t for t in buffer if t.strip()]
-        preds = iter(clf.predict(texts)) if texts else iter(())
+        preds = iter(clf.predict(texts, explain=explain) if texts else ())
         for text in buffer:
             if text.strip():
                 _emit_json({"text": text, **next(preds).to_dict()})

@@ -92,7 +92,7 @@ def make_plan(
 ) -> Plan:
     """Plan a run of ``scorer`` over ``source`` into ``output_path``."""
     out_fmt = output_format(output_path)
-    pred_schema = prediction_schema(scorer.labels, options.prefix)
+    pred_schema = prediction_schema(scorer.labels, options.prefix, scorer.explain)
     check_collisions(source.columns, pred_schema)
     plan = Plan(input_path, output_path, out_fmt, pred_schema)
     if STDIO in (input_path, output_path):

@@ -13,8 +13,9 @@ from .formats import Invalid
 SCORE_DECIMALS = 6
 
 
-def prediction_schema(labels: Sequence[str], prefix: str = "") -> pa.Schema:
-    """The columns added to every output row, in order."""
+def prediction_schema(labels: Sequence[str], prefix: str = "", explain: bool = False) -> pa.Schema:
+    """The columns added to every output row, in order (``explain``: and the
+    explanation's, :mod:`qinggan.explain.output`)."""
     fields = [
         pa.field(f"{prefix}label", pa.string()),
         pa.field(f"{prefix}label_zh", pa.string()),
@@ -23,6 +24,10 @@ def prediction_schema(labels: Sequence[str], prefix: str = "") -> pa.Schema:
         pa.field(f"{prefix}truncated", pa.bool_()),
         pa.field(f"{prefix}error", pa.string()),
     ]
+    if explain:
+        from ..explain.output import column_fields
+
+        fields += column_fields(prefix)
     return pa.schema(fields)
 
 
@@ -40,7 +45,12 @@ def text_problem(value: object) -> str | None:
 
 
 def score_texts(
-    clf: Model, values: Sequence[object], *, prefix: str = "", fail_long: bool = False
+    clf: Model,
+    values: Sequence[object],
+    *,
+    prefix: str = "",
+    fail_long: bool = False,
+    explain: bool = False,
 ) -> pa.Table:
     """Score raw column values; returns the prediction columns, one row per value.
 
@@ -52,7 +62,9 @@ def score_texts(
     errors = [text_problem(v) for v in values]
     ok = [i for i, e in enumerate(errors) if e is None]
     texts = [cast(str, values[i]) for i in ok]  # text_problem passed: non-blank strings
-    preds = clf.predict(texts) if texts else []
+    preds: Sequence[Any] = []
+    if texts:  # without explain, the plain call (models that predate it need not take it)
+        preds = clf.predict(texts, explain=True) if explain else clf.predict(texts)
     label: list[str | None] = [None] * n
     label_zh: list[str | None] = [None] * n
     confidence: list[float | None] = [None] * n
@@ -69,8 +81,15 @@ def score_texts(
         for name, p in pred.scores.items():
             scores[name][i] = round(p, SCORE_DECIMALS)
     columns = [label, label_zh, confidence, *scores.values(), truncated, errors]
+    if explain:
+        from ..explain.output import column_values
+
+        explanations: list[Any] = [None] * n
+        for i, pred in zip(ok, preds, strict=True):
+            explanations[i] = pred.explanation if errors[i] is None else None
+        columns += column_values(explanations)
     return pa.Table.from_arrays(
-        [pa.array(c) for c in columns], schema=prediction_schema(clf.labels, prefix)
+        [pa.array(c) for c in columns], schema=prediction_schema(clf.labels, prefix, explain)
     )
 
 
@@ -78,6 +97,7 @@ class ChunkScorer(Protocol):
     """Turns an ordered stream of text lists into an ordered stream of prediction tables."""
 
     labels: tuple[str, ...]
+    explain: bool  # adds the explanation columns
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model, for the resume fingerprint."""
@@ -109,18 +129,22 @@ def model_identity(model: Model) -> dict[str, Any]:
 class LocalScorer:
     """Scores chunks in this process with one loaded :class:`~qinggan.interface.Model`."""
 
-    def __init__(self, clf: Model) -> None:
+    def __init__(self, clf: Model, *, explain: bool = False) -> None:
         self.clf = clf
         self.labels: tuple[str, ...] = clf.labels
+        self.explain = explain
 
     def identity(self) -> dict[str, Any]:
-        return model_identity(self.clf)
+        identity = model_identity(self.clf)
+        return {**identity, "explain": True} if self.explain else identity
 
     def map(
         self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False
     ) -> Iterator[pa.Table]:
         for values in chunks:
-            yield score_texts(self.clf, values, prefix=prefix, fail_long=fail_long)
+            yield score_texts(
+                self.clf, values, prefix=prefix, fail_long=fail_long, explain=self.explain
+            )
 
     def close(self) -> None:
         """Nothing to release: the model belongs to the caller."""

@@ -84,6 +84,14 @@ def check_text(value: Any, where: str, limit: int) -> str:
     return value
 
 
+def check_explain(payload: dict[str, Any]) -> bool:
+    """The request's ``explain`` flag (default false); 422 unless a boolean."""
+    value = payload.get("explain", False)
+    if not isinstance(value, bool):
+        raise ApiError(INVALID_REQUEST, "'explain' must be true or false")
+    return value
+
+
 def check_texts(value: Any, where: str, settings: Settings) -> list[str]:
     """A non-empty list of at most ``max_batch_texts`` valid texts (see :func:`check_text`)."""
     if value is None:

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from .errors import ApiError, json_response
 from .feedback import STATS_DOCS, STORE_DOCS, correction_stats, store_correction
-from .requests import check_text, check_texts, read_object
+from .requests import check_explain, check_text, check_texts, read_object
 from .schemas import (
     ANALYZE_ERRORS,
     AnalyzeRequest,
@@ -72,6 +72,8 @@ def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
     }
     if prediction.windows > 1:  # a long text read whole; short texts answer as before
         out["windows"] = prediction.windows
+    if "explanation" in d:  # only with "explain": true
+        out["explanation"] = d["explanation"]
     return out
 
 
@@ -91,8 +93,11 @@ async def analyze(request: Request) -> Response:
     settings = service.settings
     payload = await read_object(request, settings, '{"text": "..."}')
     text = check_text(payload.get("text"), "text", settings.max_text_chars)
+    explain = check_explain(payload)
     timings: dict[str, float] = {}
     predictions = await service.classify([text], request, timings)
+    if explain:
+        predictions = await service.explain([text], predictions)
     body = result_dict(text, predictions[0])
     return json_response(body, headers=timing_headers(timings, started))
 
@@ -102,8 +107,11 @@ async def analyze_batch(request: Request) -> Response:
     service = service_of(request)
     payload = await read_object(request, service.settings, '{"texts": ["..."]}')
     texts = check_texts(payload.get("texts"), "texts", service.settings)
+    explain = check_explain(payload)
     timings: dict[str, float] = {}
     predictions = await service.classify(texts, request, timings)
+    if explain:
+        predictions = await service.explain(texts, predictions)
     results = [result_dict(t, p) for t, p in zip(texts, predictions, strict=True)]
     return json_response({"results": results}, headers=timing_headers(timings, started))
 

@@ -26,14 +26,17 @@ from ..errors import (
     UNSUPPORTED_MEDIA_TYPE,
     ErrorKind,
 )
+from ..explain.service import EXPLAIN_FIELD_HELP, ExplanationDoc
 
 
 class AnalyzeRequest(BaseModel):
     text: str = Field(description="One review; at most max_text_chars characters.")
+    explain: bool = Field(False, description=EXPLAIN_FIELD_HELP)
 
 
 class BatchRequest(BaseModel):
     texts: list[str] = Field(description="Reviews, at most max_batch_texts of them.")
+    explain: bool = Field(False, description=EXPLAIN_FIELD_HELP)
 
 
 class AnalyzeResult(BaseModel):
@@ -48,6 +51,7 @@ class AnalyzeResult(BaseModel):
         description="Present when a text over the model's token limit was read whole: "
         "the number of windows it was scored in (long_texts=window).",
     )
+    explanation: ExplanationDoc | None = Field(None, description="Only with explain: true.")
 
 
 class BatchResult(BaseModel):

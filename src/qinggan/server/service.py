@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from ..batching import Batcher, BatchError, ClientGone, EngineUnavailable
-from ..errors import OVERLOADED, RELOAD_FAILED, RELOAD_IN_PROGRESS, UNAVAILABLE, QingganError
+from ..errors import (
+    INTERNAL_ERROR,
+    OVERLOADED,
+    RELOAD_FAILED,
+    RELOAD_IN_PROGRESS,
+    UNAVAILABLE,
+    QingganError,
+)
 from ..feedback.worker import StoreWorker
 from ..interface import Model
 from ..metrics import Metrics
@@ -240,6 +247,20 @@ class Service:
             raise ApiError(error.kind, str(error)) from None
         finally:
             watcher.cancel()
+
+    async def explain(self, texts: list[str], predictions: list[Prediction]) -> list[Prediction]:
+        """``predictions`` with explanations, computed off the batcher in the explain thread
+        (:mod:`qinggan.explain.service`); a failure there is a 500, never a dead worker."""
+        from ..explain.service import explain_async
+
+        model = self.model
+        if model is None:
+            raise ApiError(UNAVAILABLE, "the model is not ready yet")
+        try:
+            return await explain_async(model, texts, predictions)
+        except Exception:
+            log.exception("explaining %d text(s) failed", len(texts))
+            raise ApiError(INTERNAL_ERROR, "the model failed to explain this request") from None
 
     async def _submit(
         self, texts: list[str], timings: dict[str, float]

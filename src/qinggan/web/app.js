@@ -2,6 +2,8 @@
 // No framework, no inline code (the server sends a strict CSP); user text is only ever
 // rendered with textContent.
 
+import { showExplanation, strongestPhrase } from "./explain.js";
+
 const HISTORY_KEY = "qinggan.history.v1";
 const API_KEY_KEY = "qinggan.apiKey";
 const HISTORY_LIMIT = 50;
@@ -195,7 +197,7 @@ function renderResult(text, prediction) {
   const note = $("result-note");
   note.hidden = !prediction.truncated;
   note.textContent = prediction.truncated ? "文本超过模型长度，已截断后分析。Input was truncated to the model's length limit." : "";
-  $("result-text").textContent = text;
+  showExplanation($("result-text"), $("result-label"), text, prediction.explanation);
   box.hidden = false;
   notify("result", { text, prediction, element: box });
 }
@@ -215,7 +217,7 @@ async function analyzeSingle(event) {
   button.setAttribute("aria-busy", "true");
   showAlert(errorBox, "");
   try {
-    const prediction = await api("analyze", { text });
+    const prediction = await api("analyze", { text, explain: true });
     renderResult(text, prediction);
     addHistory(text, prediction);
   } catch (error) {
@@ -331,7 +333,7 @@ async function analyzeBatch(event) {
   try {
     for (const chunk of chunks) {
       progress.textContent = `${done} / ${sendable.length}`;
-      const payload = await api("v1/analyze", { texts: chunk.map((index) => rows[index].text) });
+      const payload = await api("v1/analyze", { texts: chunk.map((index) => rows[index].text), explain: true });
       const results = Array.isArray(payload.results) ? payload.results : [];
       chunk.forEach((index, offset) => {
         rows[index].result = results[offset] || null;
@@ -391,6 +393,8 @@ function renderBatch(rows) {
       const info = labelInfo(row.result.label, row.result.label_zh);
       const label = el("td", `label-cell tone-${info.tone}`);
       label.append(el("span", "tone-emoji", info.emoji), ` ${info.zh} `, el("span", "en", info.en));
+      const phrase = strongestPhrase(row.result);
+      if (phrase) label.append(phrase);
       tr.append(label, el("td", "num", percent(row.result.confidence)));
     } else {
       const cell = el("td", "error-cell", row.error || "");
