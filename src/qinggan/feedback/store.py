@@ -45,6 +45,17 @@ class Correction:
     revisions: int = 1
     id: int | None = field(default=None)
 
+    def __post_init__(self) -> None:
+        # A lone surrogate cannot be stored as UTF-8 by either database (JSON bodies
+        # never carry one: the server's parser refuses them); say so instead of failing
+        # deep inside the driver.
+        try:
+            self.text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FeedbackError(
+                "text is not valid Unicode (it holds a lone surrogate); nothing stored"
+            ) from None
+
     def to_dict(self) -> dict[str, Any]:
         """The record for exports: ``text`` and ``label`` first, then what was recorded."""
         return asdict(self)
