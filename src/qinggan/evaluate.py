@@ -37,9 +37,9 @@ class Metrics:
     reliability: list[dict[str, float]] = field(default_factory=list)
 
 
-def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+def macro_f1(labels: np.ndarray, preds: np.ndarray, classes: int = 2) -> float:
     scores = []
-    for cls in (0, 1):
+    for cls in range(classes):
         tp = int(((preds == cls) & (labels == cls)).sum())
         fp = int(((preds == cls) & (labels != cls)).sum())
         fn = int(((preds != cls) & (labels == cls)).sum())
@@ -85,6 +85,39 @@ def compute_metrics(
         metrics.ece, metrics.reliability = reliability_bins(y, p)
         eps = 1e-12
         metrics.nll = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+    return metrics
+
+
+def probs_metrics(labels: Sequence[int], probs: np.ndarray) -> Metrics:
+    """Metrics of any number of labels from gold label indexes and ``[n, labels]``
+    probabilities: N x N confusion, macro-F1 over every label, ECE of the predicted label's
+    confidence (15 bins from 1/N to 1; for two labels the same as :func:`compute_metrics`)."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if len(y) == 0:
+        raise QingganError("no texts to evaluate")
+    k = p.shape[1]
+    preds = p.argmax(axis=1)
+    confusion = [[int(((y == t) & (preds == q)).sum()) for q in range(k)] for t in range(k)]
+    metrics = Metrics(len(y), float((preds == y).mean()), macro_f1(y, preds, k), confusion)
+    confidence = p.max(axis=1)
+    correct = (preds == y).astype(np.float64)
+    edges = np.linspace(1.0 / k, 1.0, ECE_BINS + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, ECE_BINS - 1)
+    ece = 0.0
+    for b in range(ECE_BINS):
+        members = index == b
+        count = int(members.sum())
+        if not count:
+            continue
+        conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+        ece += count / len(y) * abs(conf - acc)
+        metrics.reliability.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
+             "confidence": conf, "accuracy": acc}
+        )  # fmt: skip
+    metrics.ece = float(ece)
+    metrics.nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
     return metrics
 
 

@@ -9,7 +9,7 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 from ..errors import run_main
-from . import convert, evaluate, info, predict, serve, train  # noqa: F401  (register commands)
+from . import adapt, convert, evaluate, info, predict, serve, train  # noqa: F401  (register commands)
 from .app import app
 
 __all__ = ["app", "main"]
