@@ -169,6 +169,8 @@ def evaluate_examples(
 ) -> Report:
     """Score every named set (plus an ``all`` row when there are several)."""
     started = time.perf_counter()
+    if len(clf.labels) != 2:
+        return evaluate_labels(clf, sets, started)
     positive = list(clf.labels).index("Positive") if "Positive" in clf.labels else 1
     base_fn = None
     if baseline:
@@ -197,6 +199,32 @@ def evaluate_examples(
             row[baseline] = asdict(compute_metrics(all_labels, all_base))  # type: ignore[index]
         rows["all"] = row
     return Report(clf.name, clf.variant, rows, time.perf_counter() - started)
+
+
+def evaluate_labels(clf, sets: dict[str, list[Example]], started: float) -> Report:  # type: ignore[no-untyped-def]
+    """Any number of labels (``Example.label`` indexes ``clf.labels``): N x N confusion,
+    macro-F1 over every label, ECE of the predicted label's confidence."""
+    rows: dict[str, dict[str, object]] = {}
+    all_labels: list[int] = []
+    all_probs: list[np.ndarray] = []
+    for name, examples in sets.items():
+        preds = clf.predict([e.text for e in examples])
+        probs = np.array([[p.scores[label] for label in clf.labels] for p in preds])
+        labels = [e.label for e in examples]
+        rows[name] = {"model": asdict(probs_metrics(labels, probs))}
+        all_labels.extend(labels)
+        all_probs.append(probs)
+    if len(sets) > 1:
+        rows["all"] = {"model": asdict(probs_metrics(all_labels, np.concatenate(all_probs)))}
+    return Report(clf.name, clf.variant, rows, time.perf_counter() - started)
+
+
+def read_examples(path: Path, name: str, labels: Sequence[str]) -> list[Example]:
+    """A labelled file for a model whose labels are not the two sentiment ones."""
+    from .adapt.data import label_indexes, read_pairs
+
+    pairs = label_indexes(read_pairs(path), labels, str(path))
+    return [Example(text, label, name) for text, label in pairs]
 
 
 def _pct(value: object) -> str:
@@ -231,7 +259,8 @@ def to_markdown(report: Report) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += [
         "",
-        "confusion: [[true neg → neg, → pos], [true pos → neg, → pos]]; "
+        "confusion: rows are the true labels, columns the predicted ones, both in the "
+        "model's label order (two labels: [[neg → neg, → pos], [pos → neg, → pos]]); "
         f"ECE: {ECE_BINS} equal-width bins of the predicted label's confidence.",
         "",
     ]
@@ -282,11 +311,14 @@ def run_eval(
     from .engine import load
 
     inputs = expand_inputs(data)
+    clf = load(model, variant=variant, threads=threads)
     sets: dict[str, list[Example]] = {}
     for name, path in inputs:
-        examples = read_labelled(path, name)
+        if len(clf.labels) == 2:
+            examples = read_labelled(path, name)
+        else:
+            examples = read_examples(path, name, clf.labels)
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
-    clf = load(model, variant=variant, threads=threads)
     report = evaluate_examples(clf, sets, baseline)
     header, body = table_rows(report)
     table = Table(title=f"{report.model} ({report.variant})")

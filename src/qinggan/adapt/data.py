@@ -275,3 +275,38 @@ def split(data: Labelled, fraction: float, seed: int) -> tuple[list[Row], list[R
     rng.shuffle(train)
     rng.shuffle(val)
     return train, val
+
+
+def read_pairs(
+    path: str | Path, text_column: str | None = None, label_column: str | None = None
+) -> list[tuple[object, object]]:
+    """The raw ``(text, label)`` values of a labelled file, unchecked (for evaluation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdaptDataError(f"data file {str(path)!r} does not exist")
+    source = _open(path, text_column)
+    try:
+        return list(_pairs(source, path, label_column))
+    except FileFormatError as exc:
+        raise AdaptDataError(str(exc)) from None
+    finally:
+        source.close()
+
+
+def label_indexes(
+    pairs: Iterable[tuple[object, object]], names: Sequence[str], where: str
+) -> list[tuple[str, int]]:
+    """``(text, index into names)`` for labelled rows scored by a model with label ``names``:
+    sentiment spellings when the names are sentiment labels, else the names themselves."""
+    mapping = LabelMap(None if set(names) <= set(SPELLINGS) else names)
+    index = {name: i for i, name in enumerate(names)}
+    out = []
+    for number, (text, value) in enumerate(pairs, 1):
+        name = mapping.name(value)
+        if name not in index:
+            raise AdaptDataError(
+                f"{where} row {number}: label {value!r} is not one of the model's "
+                f"({', '.join(names)})"
+            )
+        out.append((str(text), index[name]))  # type: ignore[index]
+    return out
