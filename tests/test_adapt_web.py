@@ -4,7 +4,6 @@ batch summary's count per label (in a real Chromium, as in test_web_browser)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path  # noqa: F401
 
 import pytest
 
