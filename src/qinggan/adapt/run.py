@@ -20,6 +20,7 @@ import numpy as np
 
 from ..bundle import Bundle, load_bundle, resolve_model
 from ..engine import Classifier, default_threads, load, softmax
+from ..ensemble import mix, sharpen
 from .budget import Budget
 from .config import AdaptOptions
 from .data import Labelled, Row, read_labelled, split
@@ -77,6 +78,34 @@ class Encoder:
         if part not in self._cache:
             self._cache[part] = self.extractor(texts)
         return self._cache[part]
+
+
+class BaseScorer:
+    """The base model's probabilities per part: from its members' cached outputs when it
+    simply averages them (or is one graph), else by running it (a cascade, say)."""
+
+    def __init__(self, base: Bundle, encoder: Encoder | None, ngram: Classifier | None,
+                 threads: int) -> None:  # fmt: skip
+        self.base, self.encoder, self.ngram, self.threads = base, encoder, ngram, threads
+        self._model: Any = None
+
+    def __call__(self, part: str, texts: Sequence[str]) -> np.ndarray:
+        m, encoder = self.base.manifest, self.encoder
+        if not m.members and encoder is not None:
+            return softmax(encoder(part, texts)[1] / encoder.temperature)
+        kinds = [b.manifest.inputs for b in self.base.members]
+        if encoder is not None and self.ngram is not None and not m.gate and len(kinds) == 2:
+            probs = [
+                softmax(encoder(part, texts)[1] / encoder.temperature)
+                if "attention_mask" in inputs
+                else predictor_probs(self.ngram, texts)
+                for inputs in kinds
+            ]
+            weights = np.array([float(x.get("weight", 1.0)) for x in m.members])
+            return sharpen(mix(probs, weights), float(m.temperature))
+        if self._model is None:
+            self._model = load(self.base.path, threads=self.threads)
+        return predictor_probs(self._model, texts)
 
 
 def base_members(bundle: Bundle) -> tuple[Bundle | None, Bundle | None]:
@@ -216,7 +245,7 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
             notes.append(f"{data.conflicting} texts had two labels; all their rows were dropped")
         encoder = Encoder(encoder_bundle, threads) if encoder_bundle is not None else None
         ngram = Classifier(ngram_bundle, threads=threads) if ngram_bundle and comparable else None
-        base_clf = load(base.path, threads=threads) if comparable else None
+        base_clf = BaseScorer(base, encoder, ngram, threads) if comparable else None
         budget.step("encoding texts")
         if encoder is not None:
             for part in parts.texts:
@@ -233,7 +262,7 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
         found = candidates(members_old, members, parts.labels["val"])
         guard_floor = None
         if "guard" in parts.texts and base_clf is not None:
-            guard_probs = predictor_probs(base_clf, parts.texts["guard"])
+            guard_probs = base_clf("guard", parts.texts["guard"])
             guard_floor = float((guard_probs.argmax(axis=1) == parts.labels["guard"]).mean())
         chosen, others = choose(found, parts.labels.get("guard"), guard_floor)
         budget.step("comparing before and after")
@@ -263,12 +292,12 @@ def _no_replay_note(opts: AdaptOptions, labels: tuple[str, ...]) -> str:
     return f"labels {list(labels)} lack Negative/Positive: the review data is not replayed"
 
 
-def compare(parts: Parts, data: Labelled, chosen: Candidate, base_clf: Any,
+def compare(parts: Parts, data: Labelled, chosen: Candidate, base_clf: BaseScorer | None,
             encoder: Encoder | None, ngram: Classifier | None, opts: AdaptOptions,
             budget: Budget, notes: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Before/after scores on validation and, when given and in budget, ChnSentiCorp test."""
     val_labels = parts.labels["val"]
-    before = scores(val_labels, predictor_probs(base_clf, parts.texts["val"])) if base_clf else None
+    before = scores(val_labels, base_clf("val", parts.texts["val"])) if base_clf else None
     report: dict[str, dict[str, Any]] = {
         "validation": {"base": before, "adapted": scores(val_labels, chosen.probs("val"))}
     }
@@ -278,12 +307,10 @@ def compare(parts: Parts, data: Labelled, chosen: Candidate, base_clf: Any,
     elif general:
         texts = [r.text for r in general]
         labels = np.array([r.label for r in general])
-        from ..ensemble import mix, sharpen
-
         probs = [member_scorer(m, encoder, ngram)("general", texts) for m in chosen.members]
         after = sharpen(mix(probs, np.array(chosen.weights)), chosen.temperature)
         report["chnsenticorp_test"] = {
-            "base": scores(labels, predictor_probs(base_clf, texts)) if base_clf else None,
+            "base": scores(labels, base_clf("general", texts)) if base_clf else None,
             "adapted": scores(labels, after),
         }
     return report
