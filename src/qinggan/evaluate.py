@@ -88,7 +88,7 @@ def compute_metrics(
     return metrics
 
 
-def probs_metrics(labels: Sequence[int], probs: np.ndarray) -> Metrics:
+def probs_metrics(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> Metrics:
     """Metrics of any number of labels from gold label indexes and ``[n, labels]``
     probabilities: N x N confusion, macro-F1 over every label, ECE of the predicted label's
     confidence (15 bins from 1/N to 1; for two labels the same as :func:`compute_metrics`)."""

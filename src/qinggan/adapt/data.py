@@ -116,9 +116,9 @@ def from_pairs(
     named: list[tuple[str, str]] = []
     hasher = hashlib.sha256()
     for number, (text, value) in enumerate(pairs, 1):
-        if isinstance(text, Invalid) or isinstance(value, Invalid):
-            reason = text.reason if isinstance(text, Invalid) else value.reason  # type: ignore[union-attr]
-            raise AdaptDataError(f"{where} {number}: {reason}")
+        for cell in (text, value):
+            if isinstance(cell, Invalid):
+                raise AdaptDataError(f"{where} {number}: {cell.reason}")
         if not isinstance(text, str) or not text.strip():
             raise AdaptDataError(f"{where} {number}: empty or missing text")
         name = mapping.name(value)

@@ -15,7 +15,7 @@ from ..evaluate import probs_metrics
 COLUMNS = ("accuracy", "macro_f1", "ece")
 
 
-def scores(labels: Sequence[int], probs: np.ndarray) -> dict[str, Any]:
+def scores(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """The numbers the table shows (and the manifest keeps) for one model on one set."""
     m = asdict(probs_metrics(labels, probs))
     return {"n": m["n"], **{k: round(m[k], 4) for k in COLUMNS}, "confusion": m["confusion"]}

@@ -156,7 +156,7 @@ def new_members(
 ) -> dict[str, Member]:
     """The new head (when the base has an encoder) and the new n-gram model."""
     out: dict[str, Member] = {}
-    scored = [p for p in ("val", "guard") if p in parts.texts]
+    scored: list[str] = [p for p in ("val", "guard") if p in parts.texts]
     n_train = len(parts.texts["train"])
     replay_texts = parts.texts.get("replay", [])
     replay_labels = parts.labels.get("replay", np.zeros(0, dtype=np.int64))
@@ -182,7 +182,7 @@ def old_members(
     parts: Parts, encoder: Encoder | None, ngram: Classifier | None
 ) -> dict[str, Member]:
     """The base's own members, scored on the same parts (only when the labels match)."""
-    scored = [p for p in ("val", "guard") if p in parts.texts]
+    scored: list[str] = [p for p in ("val", "guard") if p in parts.texts]
     out: dict[str, Member] = {}
     if encoder is not None:
         probs = {p: softmax(encoder(p, parts.texts[p])[1] / encoder.temperature) for p in scored}
