@@ -200,6 +200,9 @@ def main() -> None:
     parser.add_argument("--domain", default=str(REPO.parent / "shared/domains/conversation"))
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared/data"))
     parser.add_argument("--render-only", action="store_true", help="redo the doc from JSON")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the sizes already in the JSON results"
+    )
     args = parser.parse_args()
     if args.render_only:
         results = json.loads(RESULTS.read_text(encoding="utf-8"))
@@ -209,16 +212,19 @@ def main() -> None:
     domain = Path(args.domain)
     test = read_rows(domain / "test.csv.gz")
     pool = read_rows(domain / "train.csv.gz")
-    results: dict[str, Any] = {
+    done = json.loads(RESULTS.read_text(encoding="utf-8")) if args.resume else None
+    results: dict[str, Any] = done or {
         "domain": domain.name, "test_rows": len(test), "sizes": {},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, Python "
                    f"{platform.python_version()}",
         "base": score("accurate", test),
     }  # fmt: skip
     print(f"base accurate on {domain.name} test: {results['base']}", flush=True)
-    loads = []
+    loads = list(results.get("load_range", []))
     with tempfile.TemporaryDirectory(prefix="adapt-bench-") as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
+            if str(size) in results["sizes"]:
+                continue
             runs = []
             for seed in range(args.seeds):
                 out = Path(tmp) / f"n{size}-s{seed}"

@@ -27,8 +27,9 @@ from .methods import Candidate, Head, Member
 from .ngram import NgramFit, export
 
 TEMP_MARK = ".adapt-tmp-"
-MIN_AGREEMENT = 0.97
-MAX_MEAN_DIFF = 0.02
+# an export bug disagrees grossly; int8 batch noise (sharpened by a low temperature) a little
+MIN_AGREEMENT = 0.95
+MAX_MEAN_DIFF = 0.05
 
 
 def check_out(out: Path, overwrite: bool) -> None:
