@@ -14,8 +14,9 @@ sending its next request as soon as the last returns). Then each stage offers an
 in flight), so the server - not the client - decides what to accept. Finally the
 closed-loop baseline is repeated and its per-0.5 s throughput gives the recovery time.
 
-By default it serves the tiny test bundle with the server's test-only inference delay
-(``QINGGAN_TEST_INFER_DELAY_MS``) and a small batch size, so capacity is a few hundred
+By default it serves the tiny test bundle slowed down by a fixed delay per model call
+(``tests/slowserve.py``, which wraps the model; the server has no test hooks) and a small
+batch size, so capacity is a few hundred
 requests/s: 10x that is still something one asyncio client on a shared 2-core machine can
 offer. ``--model`` runs a real bundle instead (then capacity is whatever it is).
 
@@ -54,7 +55,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DATA = Path(os.environ.get("QINGGAN_DATA", ROOT.parent / "shared" / "data"))
-DELAY_ENV = "QINGGAN_TEST_INFER_DELAY_MS"
+SLOW_SERVE = ROOT / "tests" / "slowserve.py"  # serve with every model call slowed down
 
 
 # ----------------------------------------------------------------------------- server
@@ -69,11 +70,14 @@ def free_port() -> int:
 class Server:
     """A ``qinggan serve`` subprocess, its RSS sampler and its log."""
 
-    def __init__(self, model: str, env: dict[str, str], args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, model: str, env: dict[str, str], args: Sequence[str] = (), delay_ms: float = 0
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="qinggan-overload-", suffix=".log")
-        cmd = [sys.executable, "-m", "qinggan.cli", "serve", "--model", model,
+        serve = [str(SLOW_SERVE), str(delay_ms)] if delay_ms else ["-m", "qinggan.cli", "serve"]
+        cmd = [sys.executable, *serve, "--model", model,
                "--host", "127.0.0.1", "--port", str(self.port), *args]  # fmt: skip
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("QINGGAN_")}
         full_env.update({"QINGGAN_LOG_LEVEL": "warning", **env})
@@ -438,9 +442,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "QINGGAN_REQUEST_TIMEOUT_S": str(args.request_timeout_s),
             "QINGGAN_THREADS": str(args.threads),
         }
-        if not args.model and args.infer_delay_ms > 0:
-            env[DELAY_ENV] = str(args.infer_delay_ms)
-        server = Server(model, env)
+        delay_ms = args.infer_delay_ms if not args.model else 0
+        server = Server(model, env, delay_ms=delay_ms)
         try:
             ready_s = server.wait_ready()
             idle_rss = server.rss() / 1e6
@@ -542,7 +545,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-connections", type=int, default=1024, help="open-loop connection cap")
     p.add_argument("--timeout-s", type=float, default=10.0, help="a 'timely' answer comes within")
     p.add_argument("--infer-delay-ms", type=float, default=200.0,
-                   help=f"test-only per-batch delay ({DELAY_ENV}) for the tiny model")  # fmt: skip
+                   help="per-batch delay for the tiny model (tests/slowserve.py)")  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=4)
     p.add_argument("--max-queue", type=int, default=32)
     p.add_argument("--request-timeout-s", type=float, default=5.0)

@@ -30,13 +30,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_command(model: str | os.PathLike[str], port: int, args: Sequence[str] = ()) -> list[str]:
-    """The command line that starts the server (``python -m qinggan.cli serve ...``)."""
+SLOW_SERVE = Path(__file__).with_name("slowserve.py")
+
+
+def serve_command(
+    model: str | os.PathLike[str],
+    port: int,
+    args: Sequence[str] = (),
+    infer_delay_ms: float | None = None,
+) -> list[str]:
+    """The command line that starts the server: ``python -m qinggan.cli serve ...``, or
+    with ``infer_delay_ms`` the same server on a slowed-down model (``slowserve.py``)."""
+    if infer_delay_ms is None:
+        start = [sys.executable, "-m", "qinggan.cli", "serve"]
+    else:
+        start = [sys.executable, str(SLOW_SERVE), str(infer_delay_ms)]
     return [
-        sys.executable,
-        "-m",
-        "qinggan.cli",
-        "serve",
+        *start,
         "--model",
         os.fspath(model),
         "--host",
@@ -57,7 +67,10 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class ServerProcess:
-    """One ``qinggan serve`` subprocess; use as a context manager or call start/stop."""
+    """One ``qinggan serve`` subprocess; use as a context manager or call start/stop.
+
+    ``infer_delay_ms`` slows every model call by that much (see ``slowserve.py``).
+    """
 
     def __init__(
         self,
@@ -65,10 +78,11 @@ class ServerProcess:
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        infer_delay_ms: float | None = None,
     ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.command = serve_command(model, self.port, args)
+        self.command = serve_command(model, self.port, args, infer_delay_ms)
         self.env = clean_env(env)
         self._log = tempfile.NamedTemporaryFile(
             prefix="qinggan-serve-", suffix=".log", delete=False

@@ -216,6 +216,31 @@ def test_existing_out_needs_overwrite(tmp_path: Path, tiny_bundle: Bundle) -> No
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_bad_option_is_a_usage_error(tmp_path: Path) -> None:
-    res = run_adapt(str(tmp_path / "d.csv"), "--out", str(tmp_path / "o"), "--val-fraction", "2")
-    assert res.returncode == 2
+@pytest.mark.parametrize("args", [("--val-fraction", "0"), ("--minutes", "0"), ()])
+def test_bad_option_is_a_usage_error(tmp_path: Path, args: tuple[str, ...]) -> None:
+    out = ("--out", str(tmp_path / "o")) if args else ()  # () leaves out the required --out
+    res = run_adapt(str(tmp_path / "d.csv"), *out, *args)
+    assert res.returncode == 2, res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_adapt_flags_are_the_options_fields() -> None:
+    """adapt's flags, help texts and defaults come from AdaptOptions, typed nowhere else."""
+    import dataclasses
+
+    import typer
+
+    from qinggan.adapt.config import AdaptOptions
+    from qinggan.cli import app
+    from qinggan.options import default_of, flag_of, help_of
+
+    command = typer.main.get_command(app).commands["adapt"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in command.params if p.param_type_name == "option"}
+    assert set(params) - {"help"} == {f.name for f in dataclasses.fields(AdaptOptions)} - {"data"}
+    for name, param in params.items():
+        if name == "help":
+            continue
+        assert flag_of(AdaptOptions, name) in param.opts, name
+        assert param.help == help_of(AdaptOptions, name), name
+        expected = default_of(AdaptOptions, name)
+        assert param.default == (None if expected is dataclasses.MISSING else expected), name

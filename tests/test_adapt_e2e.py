@@ -95,7 +95,7 @@ def test_three_labels_in_file_scoring_and_eval(adapted: dict[str, Path], tmp_pat
     report = tmp_path / "eval.json"
     res = subprocess.run(
         [sys.executable, "-m", "qinggan.cli", "eval", str(adapted["three"]),
-         str(adapted["three-data"]), "--json", str(report)],
+         str(adapted["three-data"]), "--output", str(report)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr

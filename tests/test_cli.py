@@ -127,3 +127,78 @@ def test_serving_commands_do_not_import_torch(tiny_bundle: Bundle, argv: list[st
         [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_info_takes_the_model_as_an_option_or_an_argument(tiny_bundle: Bundle) -> None:
+    by_option = run_cli("info", "-m", str(tiny_bundle.path))
+    by_argument = run_cli("info", str(tiny_bundle.path))
+    assert by_option.returncode == 0, by_option.stderr
+    assert "tiny-test" in by_option.stdout and by_option.stdout == by_argument.stdout
+    both = run_cli("info", "-m", str(tiny_bundle.path), str(tiny_bundle.path))
+    assert both.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["predict", "--engine", "nope", "x"], ["local", "ray"]),
+        (["predict", "--variant", "nope", "x"], ["int8", "fp32"]),
+        (["serve", "--log-level", "nope"], ["critical", "debug", "trace"]),
+        (["serve", "--variant", "nope"], ["int8", "fp32"]),
+        (["eval", "--baseline", "nope", "m", "d.csv"], ["snownlp"]),
+    ],
+)
+def test_a_bad_choice_is_a_usage_error_listing_the_choices(
+    argv: list[str], allowed: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from qinggan.cli import app
+
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    assert all(value in res.output for value in allowed), res.output
+
+
+def test_version() -> None:
+    import qinggan
+
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"qinggan {qinggan.__version__}"
+
+
+def test_every_option_of_the_serving_commands_has_help() -> None:
+    import typer
+
+    from qinggan.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in ("predict", "info", "eval", "serve"):
+        for param in commands[name].params:
+            if param.param_type_name == "option":
+                assert param.help, f"{name} {param.opts} has no help"
+        model = next(p for p in commands[name].params if p.name == "model")
+        assert "-m" in model.opts and "--model" in model.opts, name
+
+
+def test_serve_flags_are_the_settings_fields() -> None:
+    """serve's options come from Settings' metadata: one flag per field, its help, its flag
+    name where it differs, and no default typed into the command."""
+    import dataclasses
+
+    import typer
+
+    from qinggan.cli import app
+    from qinggan.options import flag_of, help_of
+    from qinggan.settings import Settings
+
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in serve.params if p.param_type_name == "option"}
+    assert set(params) - {"help"} == {f.name for f in dataclasses.fields(Settings)}
+    assert flag_of(Settings, "request_timeout_s") == "--request-timeout"
+    for name, param in params.items():
+        if name == "help":
+            continue
+        assert flag_of(Settings, name) in param.opts, name
+        assert param.help is not None and param.help.startswith(help_of(Settings, name)), name
+        assert param.default is None, name  # unset flags leave env vars and defaults to Settings

@@ -228,3 +228,14 @@ def test_a_corrupt_tokenizer_is_reported_as_a_checksum_mismatch(
     (bundle.path / "tokenizer.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(qinggan.BundleError, match=r"checksum mismatch for tokenizer\.json"):
         qinggan.load(bundle.path, threads=1)
+
+
+def test_a_classifier_is_a_model_and_load_takes_the_load_options(tiny_bundle: Bundle) -> None:
+    from qinggan.interface import Model
+
+    clf = qinggan.load(tiny_bundle.path, threads=1, batch_size=5, truncate=False)
+    assert isinstance(clf, Model) and isinstance(clf, Classifier)
+    assert clf.options == qinggan.LoadOptions(threads=1, batch_size=5, truncate=False)
+    assert (clf.batch_size, clf.max_batch_tokens, clf.truncate) == (5, 8192, False)
+    with pytest.raises(TypeError, match="nope"):
+        qinggan.load(tiny_bundle.path, nope=1)

@@ -239,3 +239,13 @@ def test_a_bad_gate_is_refused(tmp_path: Path, gate: dict[str, object], message:
     (tmp_path / "ens" / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=message):
         load_bundle(tmp_path / "ens", verify=False)
+
+
+def test_an_ensemble_is_a_model_and_hands_its_options_to_members(ensemble_dir: Path) -> None:
+    from qinggan.interface import Model
+
+    ens = qinggan.load(ensemble_dir, threads=1, batch_size=3, max_batch_tokens=99)
+    assert isinstance(ens, Ensemble) and isinstance(ens, Model)
+    for member in ens.members:
+        assert isinstance(member, Model)
+        assert (member.threads, member.batch_size, member.max_batch_tokens) == (1, 3, 99)

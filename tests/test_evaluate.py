@@ -100,7 +100,7 @@ def test_eval_cli_writes_reports(tiny_bundle: Bundle, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "small.csv")
     res = run_cli(
         "eval", str(tiny_bundle.path), str(data),
-        "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+        "-o", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "small" in res.stdout and "80.00" in res.stdout
@@ -127,7 +127,7 @@ def test_eval_cli_plot(tiny_bundle: Bundle, tmp_path: Path) -> None:
 def test_eval_cli_snownlp_baseline(tiny_bundle: Bundle, tmp_path: Path) -> None:
     pytest.importorskip("snownlp")
     res = run_cli("eval", str(tiny_bundle.path), str(write_csv(tmp_path / "s.csv")),
-                  "--baseline", "snownlp", "--json", str(tmp_path / "r.json"))  # fmt: skip
+                  "--baseline", "snownlp", "-o", str(tmp_path / "r.json"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert report["rows"]["s"]["snownlp"]["n"] == 5
@@ -143,3 +143,15 @@ def test_eval_does_not_import_torch() -> None:
     code = "import sys, qinggan.evaluate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_eval_cli_takes_the_model_as_an_option_and_prints_json(
+    tiny_bundle: Bundle, tmp_path: Path
+) -> None:
+    data = str(write_csv(tmp_path / "small.csv"))
+    res = run_cli("eval", "-m", str(tiny_bundle.path), data, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["rows"]["small"]["model"]["n"] == 5
+    no_data = run_cli("eval", "-m", str(tiny_bundle.path))
+    assert no_data.returncode == 2

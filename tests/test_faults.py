@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 import qinggan
+from fakes import ModelWrapper
 from qinggan.bundle import Bundle
 from qinggan.server import create_app
 from qinggan.settings import Settings
@@ -183,11 +184,11 @@ def classifier(tiny_bundle: Bundle) -> qinggan.Classifier:
     return qinggan.load(str(tiny_bundle.path), threads=1)
 
 
-class Flaky:
+class Flaky(ModelWrapper):
     """The real classifier, failing a seeded-random third of its batches (and recording them)."""
 
     def __init__(self, model: qinggan.Classifier, seed: int) -> None:
-        self._model = model
+        super().__init__(model)
         self._rng = random.Random(seed)
         self.failed_batches: list[list[tuple[int, ...]]] = []
         self.good_batches = 0
@@ -201,9 +202,6 @@ class Flaky:
         self.good_batches += 1
         return self._model.infer(batch)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
 
 def test_failing_batches_fail_only_their_own_requests(classifier):
     """300 concurrent requests, distinct texts; a third of the model batches raise."""
@@ -213,7 +211,7 @@ def test_failing_batches_fail_only_their_own_requests(classifier):
     texts = list({"".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(2000)})[:300]
     ids = {tuple(e.ids): t for t, e in zip(texts, classifier.tokenize(texts), strict=True)}
     assert len(ids) == len(texts)  # every text identifiable from its tokens
-    app = create_app(Settings(max_batch_size=8, max_wait_ms=1), classifier=model)
+    app = create_app(Settings(max_batch_size=8, max_wait_ms=1), model=model)
 
     async def main() -> tuple[list[httpx.Response], httpx.Response, str]:
         async with app.router.lifespan_context(app):
@@ -248,16 +246,13 @@ def test_failing_batch_request_fails_whole_and_alone(classifier):
     """A /v1/analyze request whose texts land in a failing batch fails as a whole."""
     poison = tuple(classifier.tokenize(["毒药毒药"])[0].ids)
 
-    class Poisoned:
-        def infer(self, batch: list[Any]) -> Any:
+    class Poisoned(ModelWrapper):
+        def infer(self, batch: Any) -> Any:
             if any(tuple(e.ids) == poison for e in batch):
                 raise ValueError("poison")
             return classifier.infer(batch)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(classifier, name)
-
-    app = create_app(Settings(max_batch_size=2, max_wait_ms=0), classifier=Poisoned())
+    app = create_app(Settings(max_batch_size=2, max_wait_ms=0), model=Poisoned(classifier))
 
     async def main() -> list[httpx.Response]:
         async with app.router.lifespan_context(app):
@@ -279,22 +274,19 @@ def test_overloaded_requests_are_refused_before_tokenising(classifier):
     gate = threading.Event()
     gate.set()  # let the start-up warm-up through
 
-    class Gated:
+    class Gated(ModelWrapper):
         tokenized = 0
 
-        def tokenize(self, texts: list[str]) -> Any:
+        def tokenize(self, texts: Any) -> Any:
             self.tokenized += 1
             return classifier.tokenize(texts)
 
-        def infer(self, batch: list[Any]) -> Any:
+        def infer(self, batch: Any) -> Any:
             gate.wait(30)
             return classifier.infer(batch)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(classifier, name)
-
-    model = Gated()
-    app = create_app(Settings(max_queue=4, max_batch_size=1, max_wait_ms=0), classifier=model)
+    model = Gated(classifier)
+    app = create_app(Settings(max_queue=4, max_batch_size=1, max_wait_ms=0), model=model)
     batcher = None
 
     async def until(condition: Callable[[], bool]) -> None:
@@ -362,8 +354,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_clients_that_hang_up_are_dropped_before_inference(tiny_bundle):
-    env = {"QINGGAN_TEST_INFER_DELAY_MS": "50", "QINGGAN_MAX_BATCH_SIZE": "2"}
-    with ServerProcess(tiny_bundle.path, env=env) as server:
+    env = {"QINGGAN_MAX_BATCH_SIZE": "2"}
+    with ServerProcess(tiny_bundle.path, env=env, infer_delay_ms=50) as server:
         socks = []
         for i in range(40):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
@@ -399,8 +391,8 @@ def _wait_until_received(server: ServerProcess, count: int) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_under_load_answers_every_received_request(tiny_bundle, sig):
-    env = {"QINGGAN_TEST_INFER_DELAY_MS": "40", "QINGGAN_MAX_BATCH_SIZE": "4"}
-    server = ServerProcess(tiny_bundle.path, env=env).start()
+    env = {"QINGGAN_MAX_BATCH_SIZE": "4"}
+    server = ServerProcess(tiny_bundle.path, env=env, infer_delay_ms=40).start()
     try:
         texts = [POSITIVE if i % 2 else NEGATIVE for i in range(32)]
         socks = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in texts]

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from qinggan.bundle import Bundle
 from qinggan.cli import app
 from qinggan.engine import Classifier, load
+from qinggan.errors import QingganError
 from qinggan.files import (
     FORMATS,
     FileFormatError,
@@ -251,6 +252,17 @@ def test_user_errors(tmp_path: Path, scorer: LocalScorer) -> None:
         score_file(str(src), str(tmp_path / "o.xlsx"), scorer, opts)
     with pytest.raises(FileFormatError, match="does not exist"):
         score_file(str(tmp_path / "missing.csv"), str(tmp_path / "o.csv"), scorer, opts)
+
+
+def test_checkpoint_seconds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QINGGAN_CHECKPOINT_SECONDS", raising=False)
+    assert ScoreOptions().checkpoint_seconds == 1.0
+    monkeypatch.setenv("QINGGAN_CHECKPOINT_SECONDS", "0")
+    assert ScoreOptions().checkpoint_seconds == 0.0
+    assert ScoreOptions(checkpoint_seconds=5).checkpoint_seconds == 5  # explicit wins
+    monkeypatch.setenv("QINGGAN_CHECKPOINT_SECONDS", "soon")
+    with pytest.raises(QingganError, match=r"QINGGAN_CHECKPOINT_SECONDS must be a number"):
+        ScoreOptions()
 
 
 def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, clf: Classifier) -> None:

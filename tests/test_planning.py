@@ -59,6 +59,8 @@ def test_split_for_padding_minimises_padded_tokens_plus_calls(
 class ClockedModel:
     """Each call costs ``fixed + per_token * tokens`` seconds on a fake clock."""
 
+    max_length = 512  # the probe text stays within it
+
     def __init__(self, fixed: float, per_token: float) -> None:
         self.batches: list[list[int]] = []
         self.fixed, self.per_token, self.now = fixed, per_token, 0.0

@@ -34,6 +34,7 @@ import psutil
 import pytest
 
 import qinggan
+from fakes import ModelWrapper
 from qinggan.bundle import Bundle
 from qinggan.server import create_app
 from qinggan.settings import Settings
@@ -273,11 +274,11 @@ def test_security_headers_on_every_response_seen(keyed):
             assert "unsafe-inline" not in headers["content-security-policy"], label
 
 
-class Faulty:
+class Faulty(ModelWrapper):
     """Wraps the real classifier and raises, with a path in the message, where told to."""
 
     def __init__(self, model: qinggan.Classifier, where: str) -> None:
-        self._model = model
+        super().__init__(model)
         self.where = where
         self.armed = False
 
@@ -310,7 +311,7 @@ def classifier(tiny_bundle: Bundle) -> qinggan.Classifier:
 def in_process(
     model: Any, scenario: Callable[[httpx.AsyncClient], Awaitable[None]], **settings: Any
 ) -> None:
-    app = create_app(Settings(**settings), classifier=model)
+    app = create_app(Settings(**settings), model=model)
 
     async def main() -> None:
         async with app.router.lifespan_context(app):

@@ -2,7 +2,7 @@
 
 Most run a real ``qinggan serve`` in a subprocess on a free 127.0.0.1 port with the tiny
 bundle; faults that need a doctored model (a poisoned batch, a slow or dying worker)
-run the app in-process through ``create_app(settings, classifier=...)``.
+run the app in-process through ``create_app(settings, model)``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,9 +23,11 @@ import httpx
 import pytest
 
 import qinggan
+from fakes import ModelWrapper
 from qinggan.bundle import Bundle
 from qinggan.server import create_app
 from qinggan.settings import Settings
+from serverproc import serve_command
 
 POSITIVE = "酒店服务很好，房间干净，非常满意"
 NEGATIVE = "质量太差了，很失望，糟糕"
@@ -59,14 +60,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(bundle: Bundle, log: Path, *args: str, **env: str) -> Server:
-    """``qinggan serve`` with the tiny bundle; returns once /ready answers 200."""
+def start_server(
+    bundle: Bundle, log: Path, *args: str, infer_delay_ms: float | None = None, **env: str
+) -> Server:
+    """``qinggan serve`` with the tiny bundle (every model call slowed by ``infer_delay_ms``
+    if given); returns once /ready answers 200."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("QINGGAN_")}
-    command = [sys.executable, "-m", "qinggan.cli", "serve", "--model", str(bundle.path)]
+    command = serve_command(bundle.path, port, args, infer_delay_ms)
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [*command, "--port", str(port), *args],
+            command,
             env={**clean, "QINGGAN_THREADS": "1", **env},
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -90,7 +94,7 @@ def start_server(bundle: Bundle, log: Path, *args: str, **env: str) -> Server:
 def server(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # A short artificial model delay makes concurrent requests queue up, so batches form.
     log = tmp_path_factory.mktemp("server") / "server.log"
-    srv = start_server(tiny_bundle, log, QINGGAN_TEST_INFER_DELAY_MS="3")
+    srv = start_server(tiny_bundle, log, infer_delay_ms=3)
     yield srv
     assert srv.stop() == 0, log.read_text()
 
@@ -320,8 +324,7 @@ def test_sigterm_under_load_answers_every_accepted_request(
     tiny_bundle: Bundle, tmp_path: Path
 ) -> None:
     srv = start_server(
-        tiny_bundle, tmp_path / "server.log", "--max-batch-size", "4",
-        QINGGAN_TEST_INFER_DELAY_MS="40",
+        tiny_bundle, tmp_path / "server.log", "--max-batch-size", "4", infer_delay_ms=40,
     )  # fmt: skip
     texts = [POSITIVE if i % 2 else NEGATIVE for i in range(40)]
 
@@ -356,24 +359,21 @@ def classifier(tiny_bundle: Bundle) -> qinggan.Classifier:
     return qinggan.load(str(tiny_bundle.path), threads=1)
 
 
-class Doctored:
+class Doctored(ModelWrapper):
     """Wraps the real classifier; once armed, ``hook`` runs before every model call.
 
     Arming after start-up keeps warm-up and calibration fast and fault-free.
     """
 
     def __init__(self, model: qinggan.Classifier, hook: Callable[[list[Any]], None]) -> None:
-        self._model = model
+        super().__init__(model)
         self._hook = hook
         self.armed = False
 
-    def infer(self, batch: list[Any]) -> Any:
+    def infer(self, batch: Any) -> Any:
         if self.armed:
             self._hook(batch)
         return self._model.infer(batch)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
 
 
 class WorkerCrash(BaseException):
@@ -383,7 +383,7 @@ class WorkerCrash(BaseException):
 def in_process(
     model: Any, scenario: Callable[[httpx.AsyncClient], Awaitable[None]], **settings: Any
 ) -> None:
-    app = create_app(Settings(**settings), classifier=model)
+    app = create_app(Settings(**settings), model=model)
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
@@ -521,7 +521,7 @@ def test_a_request_whose_client_left_is_dropped_before_inference(
         time.sleep(0.2)
 
     model = Doctored(classifier, hook)
-    app = create_app(Settings(max_wait_ms=0), classifier=model)
+    app = create_app(Settings(max_wait_ms=0), model=model)
 
     async def main() -> str:
         async with app.router.lifespan_context(app):
@@ -546,11 +546,11 @@ def test_a_request_whose_client_left_is_dropped_before_inference(
 def test_openapi_schema_documents_the_key_only_when_one_is_set(
     classifier: qinggan.Classifier,
 ) -> None:
-    keyed = create_app(Settings(api_key="k"), classifier=classifier).openapi()
+    keyed = create_app(Settings(api_key="k"), model=classifier).openapi()
     assert set(keyed["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     assert keyed["paths"]["/analyze"]["post"]["security"]
     assert "security" not in keyed["paths"]["/health"]["get"]
-    open_schema = create_app(Settings(), classifier=classifier).openapi()
+    open_schema = create_app(Settings(), model=classifier).openapi()
     assert "securitySchemes" not in open_schema.get("components", {})
     assert set(open_schema["paths"]) == {
         "/analyze", "/v1/analyze", "/health", "/ready", "/info", "/metrics"

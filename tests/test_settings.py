@@ -80,3 +80,58 @@ def test_every_field_has_an_env_var_and_unknown_flags_fail() -> None:
         Settings.resolve({"max_cats": 3}, environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_the_readme_table_lists_every_setting_with_its_default() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| variable | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n.strip(" `") for n in cells[0].split("/")]
+        defaults = [d.strip(" `") for d in cells[1].split(" / ")]
+        for i, name in enumerate(names):
+            documented[name] = defaults[i] if len(defaults) == len(names) else cells[1]
+    fields = {env_name(f.name): f for f in dataclasses.fields(Settings)}
+    assert set(documented) == set(fields)
+    for variable, text in documented.items():
+        default = getattr(Settings(), fields[variable].name)
+        if isinstance(default, bool):
+            assert ("on" if default else "off") in text, variable
+        elif isinstance(default, int | float) or isinstance(default, str):
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            assert text == shown, (variable, text, shown)
+
+
+def test_load_options_are_declared_once_and_served_by_settings() -> None:
+    """Every LoadOptions field but truncate and verify is a serve setting with the same
+    help; Settings.load_options maps them back, so a new field is added in one place."""
+    from qinggan.options import default_of, field_of, help_of
+    from qinggan.settings import LoadOptions
+
+    served = {}
+    for f in dataclasses.fields(LoadOptions):
+        name = f.metadata["setting"] or f.name
+        if f.name not in ("truncate", "verify"):
+            assert help_of(Settings, name) == help_of(LoadOptions, f.name), name
+            served[f.name] = name
+            if name != "ort_spinning":  # off for the server, ONNX Runtime's default in process
+                assert default_of(Settings, name) == default_of(LoadOptions, f.name), name
+    assert field_of(LoadOptions, "batch_size").default == 32
+    settings = Settings(variant="fp32", threads=3, max_batch_size=7, max_batch_tokens=99)
+    options = settings.load_options()
+    assert {k: getattr(options, k) for k in served} == {
+        k: getattr(settings, v) for k, v in served.items()
+    }
+    assert options.truncate and options.verify
+
+
+def test_load_options_reject_bad_values() -> None:
+    from qinggan.settings import LoadOptions
+
+    with pytest.raises(SettingsError, match="threads must be >= 1"):
+        LoadOptions(threads=0)
+    with pytest.raises(SettingsError, match="variant must be one of int8, fp32"):
+        LoadOptions(variant="int4")

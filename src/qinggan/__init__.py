@@ -11,6 +11,7 @@ from __future__ import annotations
 from .bundle import Bundle, Manifest, load_bundle
 from .engine import Classifier, Prediction, load
 from .errors import BundleError, QingganError, TextTooLongError
+from .settings import LoadOptions
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "Classifier",
+    "LoadOptions",
     "Manifest",
     "Prediction",
     "QingganError",

@@ -5,7 +5,7 @@ the event loop looks at a window of queued texts, sorts it by token length and c
 into batches with :func:`qinggan.planning.plan_batches` (at most ``max_batch_size`` texts
 and ``max_batch_tokens`` padded tokens each); the batch holding the oldest text runs next
 and the rest go back to the queue (first come, first served). Each batch runs on a
-single worker thread (``Classifier.infer`` + ``to_predictions``), so the event loop stays
+single worker thread (the model's ``infer`` + ``to_predictions``), so the event loop stays
 free to accept, tokenise and answer other requests meanwhile.
 
 Latency rules:
@@ -34,14 +34,19 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .engine import Prediction
+from .errors import CLIENT_GONE, INTERNAL_ERROR, OVERLOADED, TIMEOUT, UNAVAILABLE, ErrorKind
+from .interface import Model
 from .metrics import Metrics
+from .options import default_of
 from .planning import plan_batches, split_for_padding
-from .tokenization import Encoded
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .engine import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +54,40 @@ WINDOW_BATCHES = 4  # a window holds up to this many full batches, sorted togeth
 
 
 class BatchError(Exception):
-    """Why a request could not be answered by the batcher."""
+    """Why a request could not be answered by the batcher; ``kind`` is its row in the
+    error table and the message is fit for the client."""
+
+    kind: ClassVar[ErrorKind] = INTERNAL_ERROR
 
 
 class QueueFull(BatchError):
     """The queue cannot take this request now; retry shortly."""
 
+    kind = OVERLOADED
+
 
 class EngineUnavailable(BatchError):
     """The batcher is shutting down or its worker died."""
+
+    kind = UNAVAILABLE
 
 
 class DeadlineExceeded(BatchError):
     """The request waited past its deadline."""
 
+    kind = TIMEOUT
+
 
 class ClientGone(BatchError):
     """The client disconnected before its answer was ready."""
+
+    kind = CLIENT_GONE
 
 
 class InferenceFailed(BatchError):
     """The model raised while running the batch that held this request."""
 
-
-class InferenceModel(Protocol):
-    """What the batcher needs from a model (:class:`qinggan.engine.Classifier` fits)."""
-
-    def tokenize(self, texts: Sequence[str]) -> list[Encoded]: ...
-
-    def infer(self, batch: Sequence[Encoded]) -> Any: ...
-
-    def to_predictions(self, probs: Any, batch: Sequence[Encoded]) -> list[Prediction]: ...
+    kind = INTERNAL_ERROR
 
 
 class _Job:
@@ -101,7 +109,7 @@ class _Job:
         self.timings = timings
 
 
-_Item = tuple[_Job, int, Encoded]  # (request, index of the text in it, tokens)
+_Item = tuple[_Job, int, Sized]  # (request, index of the text in it, its encoding)
 
 
 def _drop_reason(future: asyncio.Future[Any]) -> str:
@@ -129,12 +137,12 @@ class Batcher:
 
     def __init__(
         self,
-        model: InferenceModel,
+        model: Model,
         *,
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 8192,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
+        max_batch_size: int = default_of(Settings, "max_batch_size"),
+        max_batch_tokens: int = default_of(Settings, "max_batch_tokens"),
+        max_wait_ms: float = default_of(Settings, "max_wait_ms"),
+        max_queue: int = default_of(Settings, "max_queue"),
         batch_overhead_tokens: float = math.inf,
         metrics: Metrics | None = None,
     ) -> None:
@@ -196,7 +204,7 @@ class Batcher:
     # -- requests ---------------------------------------------------------------------
 
     def submit(
-        self, encoded: Sequence[Encoded], timeout: float, timings: dict[str, float] | None = None
+        self, encoded: Sequence[Sized], timeout: float, timings: dict[str, float] | None = None
     ) -> asyncio.Future[list[Prediction]]:
         """Queue one request's texts; the future resolves to their predictions, in order.
 
@@ -213,7 +221,7 @@ class Batcher:
         size = len(encoded)
         if queue and len(queue) + size > self.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
-            raise QueueFull(f"queue full ({len(queue)} texts waiting)")
+            raise QueueFull(f"the server is busy ({len(queue)} texts queued); retry shortly")
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[list[Prediction]] = loop.create_future()
@@ -222,7 +230,7 @@ class Batcher:
             return future
         now = loop.time()
         job = _Job(future, size, now, timings)
-        timer = loop.call_at(now + timeout, self._expire, future)
+        timer = loop.call_at(now + timeout, self._expire, future, timeout)
         future.add_done_callback(lambda _f: timer.cancel())
         queue.extend((job, i, enc) for i, enc in enumerate(encoded))
         self.metrics.queue_depth.set(len(queue))
@@ -232,9 +240,9 @@ class Batcher:
         return future
 
     @staticmethod
-    def _expire(future: asyncio.Future[list[Prediction]]) -> None:
+    def _expire(future: asyncio.Future[list[Prediction]], timeout: float) -> None:
         if not future.done():
-            future.set_exception(DeadlineExceeded("request deadline passed"))
+            future.set_exception(DeadlineExceeded(f"the request waited more than {timeout:g} s"))
 
     # -- the scheduler ------------------------------------------------------------------
 
@@ -347,9 +355,10 @@ class Batcher:
             self._active = []
             log.exception("model batch of %d texts failed", len(batch))
             metrics.batch_failures.inc()
+            failure = "the model failed on this request"
             for item in batch:
                 if not item[0].future.done():
-                    item[0].future.set_exception(InferenceFailed("model failure"))
+                    item[0].future.set_exception(InferenceFailed(failure))
             return
         # On anything worse than Exception, _active stays set so _on_worker_exit fails it.
         self._active = []
@@ -376,7 +385,7 @@ class Batcher:
                 timings.setdefault("queue", started - job.enqueued)
                 timings["inference"] = timings.get("inference", 0.0) + seconds
 
-    def _infer(self, encoded: list[Encoded]) -> tuple[list[Prediction], float]:
+    def _infer(self, encoded: list[Sized]) -> tuple[list[Prediction], float]:
         """Runs on the worker thread: one model call for one batch."""
         start = time.perf_counter()
         predictions = self.model.to_predictions(self.model.infer(encoded), encoded)
@@ -400,4 +409,4 @@ class Batcher:
         self.metrics.queue_depth.set(0)
         for job, _, _ in pending:
             if not job.future.done():
-                job.future.set_exception(EngineUnavailable("the model worker died"))
+                job.future.set_exception(EngineUnavailable("the model worker is not running"))

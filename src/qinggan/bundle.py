@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
+from .settings import env_model, env_name
 
 MANIFEST_NAME = "qinggan.json"
 FORMAT_VERSION = 1
 VARIANTS = ("int8", "fp32")
 BUILTIN_DIR = Path(__file__).parent / "models"
 DEFAULT_BUILTIN = "accurate"
-MODEL_ENV = "QINGGAN_MODEL"
+MODEL_ENV = env_name("model")  # read by settings.env_model
 
 # Canonical sentiment labels and their Chinese display names.
 DISPLAY_NAMES = {"Negative": "负面", "Positive": "正面", "Neutral": "中性"}
@@ -241,7 +242,7 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> Path:
     a path.
     """
     if model is None or str(model) == "":
-        model = os.environ.get(MODEL_ENV) or None
+        model = env_model()
     builtins = builtin_models()
     if model is None:
         if DEFAULT_BUILTIN in builtins:

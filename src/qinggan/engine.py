@@ -22,17 +22,16 @@ import onnxruntime as ort
 from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
 from .planning import measure_batch_overhead, plan_batches, split_for_padding
-from .settings import env_flag
+from .settings import LoadOptions, env_flag
 from .tokenization import Encoded, TextEncoder
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
+    from .interface import Model
 
 log = logging.getLogger(__name__)
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_BATCH_TOKENS = 8192
 MIN_PADDING_TO_SPLIT = 64  # padded tokens in a batch below which predict never splits it
 
 
@@ -98,22 +97,21 @@ def create_session(
 class Predictor:
     """What every classifier shares: labels, the batching plan, predictions in input order.
 
-    Subclasses provide :meth:`tokenize` and :meth:`infer`; the server's batcher uses the
-    same three calls (``tokenize``, ``infer``, ``to_predictions``).
+    Subclasses provide :meth:`tokenize` and :meth:`infer`; with them a predictor is an
+    :class:`~qinggan.interface.Model`, what the server's batcher and file scoring take.
     """
 
     bundle: Bundle
     variant: str
     threads: int
 
-    def __init__(
-        self, bundle: Bundle, *, truncate: bool, batch_size: int, max_batch_tokens: int
-    ) -> None:
+    def __init__(self, bundle: Bundle, options: LoadOptions) -> None:
         manifest = bundle.manifest
         self.bundle = bundle
-        self.truncate = truncate
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
+        self.options = options
+        self.truncate = options.truncate
+        self.batch_size = options.batch_size
+        self.max_batch_tokens = options.max_batch_tokens
         self.labels: tuple[str, ...] = manifest.labels
         self.display_labels: tuple[str, ...] = manifest.display_labels
         self.max_length = manifest.max_length
@@ -208,24 +206,13 @@ class Predictor:
 class Classifier(Predictor):
     """A bundle's tokenizer and one ONNX Runtime session (thread-safe)."""
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        *,
-        variant: str | None = None,
-        threads: int | None = None,
-        truncate: bool = True,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        verify: bool = False,
-        spinning: bool | None = None,
-    ) -> None:
-        super().__init__(
-            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
-        )
+    def __init__(self, bundle: Bundle, options: LoadOptions | None = None) -> None:
+        options = options or LoadOptions()
+        super().__init__(bundle, options)
         manifest = bundle.manifest
-        self.variant = variant or manifest.preferred_variant
-        self.threads = threads or default_threads()
+        self.variant = options.variant or manifest.preferred_variant
+        self.threads = options.threads or default_threads()
+        verify = options.verify
         # With ``verify``, the files this variant reads are hashed in a thread while the
         # tokenizer and the session load (hashlib and ONNX Runtime both release the GIL).
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -235,7 +222,7 @@ class Classifier(Predictor):
                     bundle.tokenizer_path, manifest.max_length, manifest.text_prefix
                 )
                 self.session = create_session(
-                    bundle.model_path(self.variant), self.threads, spinning
+                    bundle.model_path(self.variant), self.threads, options.spinning
                 )
             except Exception:
                 if check is not None:
@@ -284,45 +271,41 @@ class Classifier(Predictor):
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits along the last axis (shifted by the max: no overflow)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probs
 
 
-def load(
-    model: str | os.PathLike[str] | None = None,
-    *,
-    variant: str | None = None,
-    threads: int | None = None,
-    truncate: bool = True,
-    verify: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    spinning: bool | None = None,
-) -> Predictor:
+def load(model: str | os.PathLike[str] | None = None, **options: Any) -> Predictor:
     """Load a classifier: a :class:`Classifier`, or an :class:`~qinggan.ensemble.Ensemble`
     for an ensemble bundle.
 
     ``model`` is a bundle directory or a built-in name (``accurate``, ``fast``, ...); ``None``
-    picks ``$QINGGAN_MODEL`` or the default built-in model. ``truncate=False`` makes
-    over-long texts raise :class:`~qinggan.errors.TextTooLongError` instead of being cut
-    to the model's ``max_length`` tokens. ``verify`` checks the sha256 of every file the
-    chosen variant reads (not the variants it leaves unused). ``spinning``: whether idle
-    ONNX Runtime threads busy-wait (``None``: ``$QINGGAN_ORT_SPINNING``, else on).
+    picks ``$QINGGAN_MODEL`` or the default built-in model. The keyword arguments are the
+    fields of :class:`~qinggan.settings.LoadOptions` (``variant``, ``threads``,
+    ``truncate``, ``verify``, ``batch_size``, ``max_batch_tokens``, ``spinning``), with
+    its defaults and meanings: ``truncate=False`` makes over-long texts raise
+    :class:`~qinggan.errors.TextTooLongError` instead of being cut to the model's
+    ``max_length`` tokens; ``verify`` checks the sha256 of every file the chosen variant
+    reads (not the variants it leaves unused).
     """
+    return load_with(model, LoadOptions(**options))
+
+
+def load_with(model: str | os.PathLike[str] | None, options: LoadOptions) -> Predictor:
+    """:func:`load` with its options already gathered (``Settings.load_model``)."""
     bundle = load_bundle(resolve_model(model), verify=False)  # files: checked below
     kind: type[Classifier] | type[Ensemble] = Classifier
     if bundle.manifest.members:
         from .ensemble import Ensemble
 
         kind = Ensemble
-    return kind(
-        bundle,
-        variant=variant,
-        threads=threads,
-        truncate=truncate,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        verify=verify,
-        spinning=spinning,
-    )
+    return kind(bundle, options)
+
+
+if TYPE_CHECKING:  # mypy checks here that a Classifier is the one model interface
+
+    def _is_a_model(classifier: Classifier) -> Model:
+        return classifier

@@ -15,22 +15,17 @@ texts a cascade passes on are batched together.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .bundle import Bundle
-from .engine import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_BATCH_TOKENS,
-    Classifier,
-    Predictor,
-    default_threads,
-    softmax,
-)
+from .engine import Classifier, Predictor, default_threads, softmax
 from .errors import BundleError
+from .settings import LoadOptions
 from .tokenization import Encoded
 
 
@@ -52,24 +47,12 @@ class Ensemble(Predictor):
     ``temperature`` (fitted on dev) rescales the averaged log-probabilities.
     """
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        *,
-        variant: str | None = None,
-        threads: int | None = None,
-        truncate: bool = True,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        verify: bool = False,
-        spinning: bool | None = None,
-    ) -> None:
-        super().__init__(
-            bundle, truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens
-        )
-        if verify:
+    def __init__(self, bundle: Bundle, options: LoadOptions | None = None) -> None:
+        options = options or LoadOptions()
+        super().__init__(bundle, options)
+        if options.verify:
             bundle.verify(bundle.files_for())
-        self.threads = threads or default_threads()
+        self.threads = options.threads or default_threads()
         self.members: list[Classifier] = []
         for member in bundle.members:
             if member.manifest.labels != self.labels:
@@ -77,16 +60,10 @@ class Ensemble(Predictor):
                     f"ensemble {self.name!r}: member {member.name!r} has labels "
                     f"{list(member.manifest.labels)}, the ensemble {list(self.labels)}"
                 )
+            variant = options.variant if options.variant in member.manifest.models else None
             self.members.append(
                 Classifier(
-                    member,
-                    variant=variant if variant in member.manifest.models else None,
-                    threads=self.threads,
-                    truncate=truncate,
-                    batch_size=batch_size,
-                    max_batch_tokens=max_batch_tokens,
-                    verify=verify,
-                    spinning=spinning,
+                    member, dataclasses.replace(options, variant=variant, threads=self.threads)
                 )
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
@@ -175,3 +152,10 @@ def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0:
         return probs
     return softmax(np.log(np.clip(probs, 1e-12, 1.0)) / temperature)
+
+
+if TYPE_CHECKING:  # mypy checks here that an Ensemble is the one model interface
+    from .interface import Model
+
+    def _is_a_model(ensemble: Ensemble) -> Model:
+        return ensemble

@@ -10,15 +10,20 @@ matplotlib and snownlp are optional (extra ``eval``).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .errors import MissingExtraError, QingganError
 from .train.data import Example, read_labelled
+
+if TYPE_CHECKING:
+    from .engine import Predictor
 
 ECE_BINS = 15
 BASELINES = ("snownlp",)
@@ -163,9 +168,7 @@ class Report:
 
 
 def evaluate_examples(
-    clf,
-    sets: dict[str, list[Example]],
-    baseline: str | None = None,  # type: ignore[no-untyped-def]
+    clf: Predictor, sets: dict[str, list[Example]], baseline: str | None = None
 ) -> Report:
     """Score every named set (plus an ``all`` row when there are several)."""
     started = time.perf_counter()
@@ -276,16 +279,16 @@ def plot_reliability(report: Report, path: str | Path) -> None:
     except ImportError:
         raise MissingExtraError("--plot", "eval", "matplotlib") from None
     key = "all" if "all" in report.rows else next(iter(report.rows))
-    bins = report.rows[key]["model"]["reliability"]  # type: ignore[index]
+    model_row = cast(dict[str, Any], report.rows[key]["model"])
+    bins = model_row["reliability"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.plot([0.5, 1.0], [0.5, 1.0], "--", color="grey", label="perfect calibration")
     ax.plot(
         [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=report.model
-    )  # type: ignore[index]
+    )
     ax.set_xlabel("confidence of the predicted label")
     ax.set_ylabel("accuracy")
-    ece = report.rows[key]["model"]["ece"]  # type: ignore[index]
-    ax.set_title(f"Reliability ({key}), ECE {100 * float(ece):.2f}%")  # type: ignore[arg-type]
+    ax.set_title(f"Reliability ({key}), ECE {100 * float(model_row['ece']):.2f}%")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(str(path))
@@ -293,7 +296,7 @@ def plot_reliability(report: Report, path: str | Path) -> None:
 
 
 def run_eval(
-    model: str,
+    model: str | None,
     data: Sequence[str],
     *,
     baseline: str | None = None,
@@ -303,8 +306,10 @@ def run_eval(
     variant: str | None = None,
     threads: int | None = None,
     limit: int | None = None,
+    as_json: bool = False,
 ) -> Report:
-    """The ``qinggan eval`` command: score, print a table, write the requested files."""
+    """The ``qinggan eval`` command: score, print a table (``as_json``: the JSON report),
+    write the requested files."""
     from rich.console import Console
     from rich.table import Table
 
@@ -320,17 +325,19 @@ def run_eval(
             examples = read_examples(path, name, clf.labels)
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
     report = evaluate_examples(clf, sets, baseline)
-    header, body = table_rows(report)
-    table = Table(title=f"{report.model} ({report.variant})")
-    for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i in (0, 5) else "right")
-    for row in body:
-        table.add_row(*row)
-    Console().print(table)
+    as_text = json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    if as_json:
+        sys.stdout.write(as_text)
+    else:
+        header, body = table_rows(report)
+        table = Table(title=f"{report.model} ({report.variant})")
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i in (0, 5) else "right")
+        for row in body:
+            table.add_row(*row)
+        Console().print(table)
     if json_out:
-        Path(json_out).write_text(
-            json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        Path(json_out).write_text(as_text, encoding="utf-8")
     if markdown_out:
         Path(markdown_out).write_text(to_markdown(report), encoding="utf-8")
     if plot:

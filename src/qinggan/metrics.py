@@ -82,9 +82,26 @@ class Metrics:
         self.batch_failures = Counter(
             "qinggan_batch_failures", "Model batches that raised an exception", registry=r
         )
+        self.model = Gauge(
+            "qinggan_model",
+            "The model in service (1), by name and sha256",
+            ["name", "sha256"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "qinggan_model_reloads",
+            "Model reloads, by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
         self.worker_alive = Gauge(
             "qinggan_worker_alive", "1 while the batching worker runs, else 0", registry=r
         )
+
+    def set_model(self, name: str, sha256: str) -> None:
+        """Show ``name``/``sha256`` as the one model in service."""
+        self.model.clear()
+        self.model.labels(name, sha256).set(1)
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

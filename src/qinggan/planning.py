@@ -14,15 +14,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-
-class CallableModel(Protocol):
-    """What :func:`measure_batch_overhead` needs: tokenise texts, run one batch."""
-
-    def tokenize(self, texts: Sequence[str]) -> Sequence[Any]: ...
-
-    def infer(self, batch: Sequence[Any]) -> Any: ...
+if TYPE_CHECKING:
+    from .interface import Model
 
 
 def plan_batches(
@@ -80,7 +75,7 @@ def split_for_padding(lengths: Sequence[int], overhead_tokens: float) -> list[tu
 
 
 def measure_batch_overhead(
-    model: CallableModel,
+    model: Model,
     overhead_s: float = 1e-4,
     budget_s: float = 0.1,
     clock: Callable[[], float] = time.perf_counter,
@@ -93,7 +88,9 @@ def measure_batch_overhead(
     cost per call (thread hand-off, padding, results).
     """
     short = model.tokenize(["好"])
-    medium = model.tokenize(["好" * 126])
+    # ~128 tokens, but within the model's limit: with truncation off a longer probe would
+    # raise TextTooLongError instead of measuring anything.
+    medium = model.tokenize(["好" * max(1, min(126, model.max_length // 2))])
 
     def best_time(batch: Sequence[Any]) -> float:
         model.infer(batch)  # untimed: the first call with a new shape allocates

@@ -51,8 +51,9 @@ def model_spec(model: str | os.PathLike[str] | None) -> str | None:
     """A model spec that means the same on every worker: built-in names as they are,
     ``$QINGGAN_MODEL`` read here in the driver, paths made absolute."""
     from .bundle import builtin_models
+    from .settings import env_model
 
-    spec = str(model) if model not in (None, "") else os.environ.get("QINGGAN_MODEL") or None
+    spec = str(model) if model not in (None, "") else env_model()
     if spec is None or spec in builtin_models():
         return spec
     path = Path(spec).expanduser()
@@ -81,7 +82,7 @@ class BatchScorer:
 
     def describe(self) -> tuple[dict[str, Any], tuple[str, ...]]:
         """(resume identity, labels) of the loaded model."""
-        return model_identity(self.clf.bundle, self.clf.variant), tuple(self.clf.labels)
+        return model_identity(self.clf), tuple(self.clf.labels)
 
     def score(
         self, values: Sequence[object], prefix: str | None = None, fail_long: bool | None = None

@@ -1,9 +1,12 @@
-"""Every option of the HTTP service in one frozen dataclass.
+"""Every option of loading a model and of the HTTP service, and every environment
+variable qinggan reads: this module is the one place they are declared and read.
 
-Each field is resolved once, in this order: an explicit value (a CLI flag), then the
-environment variable ``QINGGAN_<FIELD NAME IN CAPITALS>``, then the default. Strings from
-the environment are cast to the field's type; bad values raise :class:`SettingsError`
-naming the variable. The API key never appears in ``repr`` or :meth:`Settings.redacted`.
+:class:`LoadOptions` is what ``qinggan.load``, ``Classifier`` and ``Ensemble`` share;
+:class:`Settings` is ``qinggan serve``. Each ``Settings`` field is resolved once, in this
+order: an explicit value (a CLI flag), then the environment variable
+``QINGGAN_<FIELD NAME IN CAPITALS>``, then the default. Strings from the environment are
+cast to the field's type; bad values raise :class:`SettingsError` naming the variable.
+The API key never appears in ``repr`` or :meth:`Settings.redacted`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ import dataclasses
 import os
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import QingganError
+from .options import below_min, field_of, option, same_as
+
+if TYPE_CHECKING:
+    from .interface import Model
 
 ENV_PREFIX = "QINGGAN_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+VARIANTS = ("int8", "fp32")
 REDACTED = "***"
+CHECKPOINT_EVERY_S = 1.0  # how often file scoring saves its checkpoint (0: every chunk)
 
 
 class SettingsError(QingganError):
@@ -27,59 +36,77 @@ class SettingsError(QingganError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LoadOptions:
+    """How to load and run a model: what ``qinggan.load``, ``Classifier`` and ``Ensemble``
+    share. A field whose ``Settings`` counterpart has another name says so (``setting``);
+    ``Settings.load_options`` maps the served ones onto this."""
+
+    variant: str | None = option(
+        None, "Model variant to run (default: the bundle's).", choices=VARIANTS
+    )
+    threads: int | None = option(None, "ONNX Runtime threads (default: all cores).", min=1)
+    truncate: bool = option(
+        True, "Cut texts over the model's token limit (--no-truncate: fail on them)."
+    )
+    verify: bool = option(True, "Check the sha256 of every file the chosen variant reads.")
+    batch_size: int = option(32, "Most texts per model batch.", setting="max_batch_size", min=1)
+    max_batch_tokens: int = option(8192, "Most padded tokens per model batch.", min=1)
+    spinning: bool | None = option(
+        None,
+        "Let idle ONNX Runtime threads busy-wait: faster for one client, slower under load "
+        "on small CPUs.",
+        setting="ort_spinning",
+    )  # None: $QINGGAN_ORT_SPINNING if set, else ONNX Runtime's default (on)
+
+    def __post_init__(self) -> None:
+        problems = below_min(self)
+        if self.variant is not None and self.variant not in VARIANTS:
+            problems.append(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if problems:
+            raise SettingsError("invalid load options: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Options of ``qinggan serve``; see docs/api.md for what each one does."""
 
-    model: str | None = None
-    variant: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 7860
-    threads: int | None = None
-    max_text_chars: int = 512
-    max_body_bytes: int = 1_048_576
-    max_batch_texts: int = 64
-    max_batch_size: int = 32
-    max_batch_tokens: int = 8192
-    max_wait_ms: float = 2.0
-    max_queue: int = 1024
-    request_timeout_s: float = 30.0
-    read_timeout_s: float = 30.0
-    api_key: str | None = field(default=None, repr=False)
-    cors_origins: tuple[str, ...] = ()
-    log_level: str = "info"
-    access_log: bool = False
+    model: str | None = option(
+        None,
+        "Bundle directory or built-in model name (accurate, balanced, fast, ngram). "
+        "Default: $QINGGAN_MODEL, else the built-in default.",
+        short="-m",
+    )
+    variant: str | None = same_as(LoadOptions, "variant")
+    host: str = option("127.0.0.1", "Address to bind.")
+    port: int = option(7860, "Port.")
+    threads: int | None = same_as(LoadOptions, "threads")
+    max_text_chars: int = option(512, "Longest text in characters (longer: 413).", min=1)
+    max_body_bytes: int = option(1_048_576, "Largest request body in bytes (larger: 413).", min=1)
+    max_batch_texts: int = option(64, "Most texts per /v1/analyze request.", min=1)
+    max_batch_size: int = same_as(LoadOptions, "batch_size")
+    max_batch_tokens: int = same_as(LoadOptions, "max_batch_tokens")
+    max_wait_ms: float = option(2.0, "Longest wait to fill a batch, in ms.", min=0)
+    max_queue: int = option(1024, "Most queued texts before 503.", min=1)
+    request_timeout_s: float = option(
+        30.0, "Seconds before a queued request gets 504.", flag="--request-timeout"
+    )
+    read_timeout_s: float = option(
+        30.0, "Seconds a client may stall mid-request before 408.", flag="--read-timeout"
+    )
+    api_key: str | None = option(
+        None, "Require this key on the API (prefer the env var QINGGAN_API_KEY).", secret=True
+    )
+    cors_origins: tuple[str, ...] = option(
+        default_factory=tuple, help="Comma-separated origins allowed by CORS (default: none)."
+    )
+    log_level: str = option("info", "Log level.", choices=LOG_LEVELS)
+    access_log: bool = option(False, "Log every request.")
     # Off for the server: on 2 cores, ONNX Runtime threads busy-waiting between calls take
     # the CPU the event loop needs (bench/findings.md: +24-66% req/s at 16-64 clients).
-    ort_spinning: bool = False
+    ort_spinning: bool = same_as(LoadOptions, "spinning", False)
 
     def __post_init__(self) -> None:
-        problems = []
-        positive = (
-            "max_text_chars",
-            "max_body_bytes",
-            "max_batch_texts",
-            "max_batch_size",
-            "max_batch_tokens",
-            "max_queue",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"threads must be >= 1, got {self.threads}")
-        if not 0 <= self.port <= 65535:
-            problems.append(f"port must be between 0 and 65535, got {self.port}")
-        if self.max_wait_ms < 0:
-            problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        for name in ("request_timeout_s", "read_timeout_s"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.log_level not in LOG_LEVELS:
-            problems.append(
-                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
-            )
-        if self.api_key is not None and not self.api_key.strip():
-            problems.append("api_key must not be blank (leave it unset to turn auth off)")
+        problems = _problems(self)
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
@@ -109,18 +136,21 @@ class Settings:
                 values[f.name] = _cast(hints[f.name], raw.strip(), env_name(f.name))
         return cls(**values)
 
-    def load_model(self) -> Any:
-        """The classifier these settings describe (model, variant, threads, batch limits)."""
-        from .engine import load
+    def load_options(self) -> LoadOptions:
+        """The :class:`LoadOptions` these settings serve with (the rest keep defaults)."""
+        served = {f.name for f in dataclasses.fields(self)}
+        values = {}
+        for f in dataclasses.fields(LoadOptions):
+            name = f.metadata.get("setting") or f.name
+            if name in served:
+                values[f.name] = getattr(self, name)
+        return LoadOptions(**values)
 
-        return load(
-            self.model,
-            variant=self.variant,
-            threads=self.threads,
-            batch_size=self.max_batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            spinning=self.ort_spinning,
-        )
+    def load_model(self) -> Model:
+        """The classifier these settings describe (model, variant, threads, batch limits)."""
+        from .engine import load_with
+
+        return load_with(self.model, self.load_options())
 
     def redacted(self) -> dict[str, Any]:
         """All options as a dict, safe to log: the API key is replaced by ``***``."""
@@ -129,6 +159,24 @@ class Settings:
             data["api_key"] = REDACTED
         data["cors_origins"] = list(self.cors_origins)
         return data
+
+
+def _problems(s: Settings) -> list[str]:
+    """What is wrong with ``s``, one line per problem."""
+    problems = below_min(s)
+    if not 0 <= s.port <= 65535:
+        problems.append(f"port must be between 0 and 65535, got {s.port}")
+    for name in ("request_timeout_s", "read_timeout_s"):
+        if not getattr(s, name) > 0:
+            problems.append(f"{name} must be > 0, got {getattr(s, name)}")
+    for name in ("log_level", "variant"):
+        allowed = field_of(Settings, name).metadata["choices"]
+        value = getattr(s, name)
+        if value is not None and value not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if s.api_key is not None and not s.api_key.strip():
+        problems.append("api_key must not be blank (leave it unset to turn auth off)")
+    return problems
 
 
 def env_name(field_name: str) -> str:
@@ -142,7 +190,23 @@ def env_flag(field_name: str) -> bool | None:
     (a bad value raises :class:`SettingsError` naming the variable)."""
     variable = env_name(field_name)
     raw = os.environ.get(variable, "").strip()
-    return _cast(bool, raw, variable) if raw else None
+    return bool(_cast(bool, raw, variable)) if raw else None
+
+
+def env_model() -> str | None:
+    """``$QINGGAN_MODEL``: the model to load when none is named (``None``: unset or blank)."""
+    return os.environ.get(env_name("model"), "").strip() or None
+
+
+def checkpoint_seconds() -> float:
+    """``$QINGGAN_CHECKPOINT_SECONDS``: how often file scoring saves its checkpoint
+    (default :data:`CHECKPOINT_EVERY_S`); not a number raises :class:`QingganError`."""
+    variable = env_name("checkpoint_seconds")
+    raw = os.environ.get(variable, "")
+    try:
+        return float(raw) if raw else CHECKPOINT_EVERY_S
+    except ValueError:
+        raise QingganError(f"${variable} must be a number of seconds, got {raw!r}") from None
 
 
 def _normalise(name: str, value: Any) -> Any:

@@ -214,13 +214,9 @@ def member_scorer(
 
 def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
     """Adapt ``opts.base`` to the labelled texts in ``opts.data`` and write ``opts.out``."""
-    from .data import AdaptDataError
-
     started = time.perf_counter()
     out = Path(opts.out).expanduser().absolute()
     check_out(out, opts.overwrite)
-    if not 0 < opts.val_fraction < 1:
-        raise AdaptDataError(f"--val-fraction must be between 0 and 1, got {opts.val_fraction}")
     threads = opts.threads or default_threads()
     notes: list[str] = []
     with Budget(opts.minutes, STEPS, enabled=progress) as budget:

@@ -1,64 +1,86 @@
-"""``qinggan convert``: a checkpoint into a verified bundle."""
+"""``qinggan convert``: a checkpoint into a verified bundle.
+
+Every option's default, help text and allowed values come from
+:class:`qinggan.build_options.ConvertOptions` (``tests/test_build_options.py`` checks the
+command against it); the converter itself (torch) is imported only when the command runs.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from ..build_options import LAYOUTS, ConvertOptions
+from ..onnx_tools import WEIGHT_TYPES
+from ..options import help_of
 from .app import app
+
+D = ConvertOptions()
+
+
+def _help(name: str) -> str:
+    return help_of(ConvertOptions, name)
 
 
 @app.command()
 def convert(
     src: Annotated[str, typer.Argument(help="Checkpoint directory (Hugging Face or ModelScope).")],
     out: Annotated[str, typer.Argument(help="Bundle directory to create.")],
-    int8: Annotated[
-        bool, typer.Option("--int8/--no-int8", help="Also build and check an int8 variant.")
-    ] = True,
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help=_help("int8"))] = D.int8,
     force_int8: Annotated[
-        bool, typer.Option("--force-int8", help="Keep int8 even below the agreement threshold.")
-    ] = False,
+        bool, typer.Option("--force-int8", help=_help("force_int8"))
+    ] = D.force_int8,
     max_length: Annotated[
-        int | None, typer.Option("--max-length", min=2, help="Token limit (default: the source's).")
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Bundle name (default: OUT's name).")
-    ] = None,
-    layout: Annotated[str, typer.Option("--layout", help="auto, hf or modelscope.")] = "auto",
-    labels: Annotated[
-        str | None, typer.Option("--labels", help="Comma-separated label names in output order.")
-    ] = None,
+        int | None, typer.Option("--max-length", min=2, help=_help("max_length"))
+    ] = D.max_length,
+    name: Annotated[str | None, typer.Option("--name", help=_help("name"))] = D.name,
+    layout: Annotated[
+        Literal[LAYOUTS],  # type: ignore[valid-type]
+        typer.Option("--layout", help=_help("layout")),
+    ] = D.layout,
+    labels: Annotated[str | None, typer.Option("--labels", help=_help("labels"))] = None,
     parity_texts: Annotated[
-        str | None, typer.Option("--parity-texts", help="Extra parity texts, one per line.")
+        str | None, typer.Option("--parity-texts", help=_help("parity_texts"))
     ] = None,
     int8_weights: Annotated[
-        str, typer.Option("--int8-weights", help="u8 (AVX2-safe) or s8.")
-    ] = "u8",
+        Literal[WEIGHT_TYPES],  # type: ignore[valid-type]
+        typer.Option("--int8-weights", help=_help("int8_weights")),
+    ] = D.int8_weights,
     reduce_range: Annotated[
-        bool, typer.Option("--reduce-range", help="7-bit int8 weights.")
-    ] = False,
+        bool, typer.Option("--reduce-range", help=_help("reduce_range"))
+    ] = D.reduce_range,
     int8_search: Annotated[
-        bool,
-        typer.Option("--int8-search/--no-int8-search", help="Try other int8 presets if needed."),
-    ] = True,
+        bool, typer.Option("--int8-search/--no-int8-search", help=_help("int8_search"))
+    ] = D.int8_search,
     min_int8_agreement: Annotated[
         float,
-        typer.Option("--min-int8-agreement", min=0.0, help="int8/fp32 label agreement needed."),
-    ] = 0.99,
-    fuse: Annotated[
-        bool, typer.Option("--fuse/--no-fuse", help="ONNX Runtime BERT fusions.")
-    ] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
-    ] = False,
+        typer.Option("--min-int8-agreement", min=0.0, help=_help("min_int8_agreement")),
+    ] = D.min_int8_agreement,
+    fuse: Annotated[bool, typer.Option("--fuse/--no-fuse", help=_help("fuse"))] = D.fuse,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_help("overwrite"))] = D.overwrite,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", min=0.0, help=_help("tolerance"))
+    ] = D.tolerance,
 ) -> None:
     """Convert a checkpoint into a bundle and verify parity (extra: convert)."""
     from ..convert.cli import run_convert
+    from ..convert.texts import read_text_file
 
-    run_convert(
-        src, out, int8=int8, force_int8=force_int8, max_length=max_length, name=name,
-        layout=layout, labels=labels, parity_texts=parity_texts, int8_weights=int8_weights,
-        reduce_range=reduce_range, min_int8_agreement=min_int8_agreement, fuse=fuse,
-        overwrite=overwrite, int8_search=int8_search,
-    )  # fmt: skip
+    options = ConvertOptions(
+        layout=layout,
+        name=name,
+        max_length=max_length,
+        labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
+        parity_texts=tuple(read_text_file(parity_texts)) if parity_texts else (),
+        int8=int8,
+        force_int8=force_int8,
+        min_int8_agreement=min_int8_agreement,
+        int8_weights=int8_weights,
+        reduce_range=reduce_range,
+        int8_search=int8_search,
+        fuse=fuse,
+        overwrite=overwrite,
+        tolerance=tolerance,
+    )
+    run_convert(src, out, options)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .app import _emit_json, app
+from .app import ModelOption, _emit_json, app, pick_model
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
 
 
 @app.command()
 def info(
-    model: Annotated[
-        str | None, typer.Argument(help="Bundle directory or built-in model name.")
+    positional: Annotated[
+        str | None,
+        typer.Argument(help="Same as -m/--model (qinggan info fast).", metavar="MODEL"),
     ] = None,
+    model: ModelOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the full manifest as JSON.")
     ] = False,
@@ -24,11 +29,21 @@ def info(
 
     from ..bundle import builtin_models, load_bundle, resolve_model
 
-    bundle = load_bundle(resolve_model(model))
-    m = bundle.manifest
+    if model is not None and positional is not None:
+        raise typer.BadParameter("give the model once: as -m/--model or as the argument")
+    name, _ = pick_model(model, [positional] if positional is not None else [])
+    bundle = load_bundle(resolve_model(name))
     if as_json:
-        _emit_json({"path": str(bundle.path), **asdict(m)})
+        _emit_json({"path": str(bundle.path), **asdict(bundle.manifest)})
         return
+    _describe(bundle)
+    if name is None:
+        typer.echo(f"built-in:    {', '.join(builtin_models()) or 'none'}")
+
+
+def _describe(bundle: Bundle) -> None:
+    """The manifest as aligned ``key: value`` lines."""
+    m = bundle.manifest
     typer.echo(f"name:        {m.name}")
     typer.echo(f"path:        {bundle.path}")
     typer.echo(
@@ -56,5 +71,3 @@ def info(
         value = getattr(m, key)
         if value:
             typer.echo(f"{key + ':':<12} {json.dumps(value, ensure_ascii=False)}")
-    if model is None:
-        typer.echo(f"built-in:    {', '.join(builtin_models()) or 'none'}")

@@ -17,10 +17,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingExtraError("qinggan convert", "convert", exc.name or "torch") from None
 
+from ..build_options import FP32_TOLERANCE, INT8_MIN_AGREEMENT, ConvertOptions
 from .checkpoints import CheckpointError, load_checkpoint
 from .converter import Conversion, ParityError, convert_checkpoint
 from .labels import map_labels
-from .parity import FP32_TOLERANCE, INT8_MIN_AGREEMENT, ParityReport
+from .parity import ParityReport
 from .synthetic import make_random_checkpoint
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "INT8_MIN_AGREEMENT",
     "CheckpointError",
     "Conversion",
+    "ConvertOptions",
     "ParityError",
     "ParityReport",
     "convert_checkpoint",

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
+from ..build_options import LAYOUTS
 from ..errors import QingganError
 
-LAYOUTS = ("auto", "hf", "modelscope")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 MODELSCOPE_CONFIG = "configuration.json"
@@ -80,11 +80,13 @@ class Checkpoint:
 
     @property
     def num_heads(self) -> int:
-        return int(self.model.config.num_attention_heads)
+        config: Any = self.model.config
+        return int(config.num_attention_heads)
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        config: Any = self.model.config
+        return int(config.hidden_size)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -244,6 +246,7 @@ def _modelscope_max_length(cfg: dict[str, Any]) -> int | None:
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -314,8 +317,10 @@ def _load_modelscope(root: Path, weights: str) -> Checkpoint:
     cfg = read_json(root / MODELSCOPE_CONFIG) if (root / MODELSCOPE_CONFIG).is_file() else {}
     config_path = root / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
-    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    backbone = model_cfg.get("backbone") if isinstance(model_cfg.get("backbone"), dict) else {}
+    model_cfg: dict[str, Any] = cfg["model"] if isinstance(cfg.get("model"), dict) else {}
+    backbone: dict[str, Any] = (
+        model_cfg["backbone"] if isinstance(model_cfg.get("backbone"), dict) else {}
+    )
     hyper = {**backbone, **config}
     if "hidden_size" not in hyper:
         raise CheckpointError(
@@ -343,7 +348,7 @@ def _load_modelscope(root: Path, weights: str) -> Checkpoint:
             f"classifier has {num_labels} outputs"
         )
     fields = {k: hyper[k] for k in BERT_FIELDS if k in hyper}
-    bert_config = BertConfig(
+    bert_config = BertConfig(  # type: ignore[call-arg]  # num_labels etc. are **kwargs
         **fields,
         num_labels=num_labels,
         id2label=dict(enumerate(labels)),
@@ -417,7 +422,7 @@ def _finish(
 ) -> Checkpoint:
     import inspect
 
-    config = model.config
+    config: Any = model.config
     uses_token_types = (
         "token_type_ids" in inspect.signature(model.forward).parameters
         and int(getattr(config, "type_vocab_size", 0) or 0) >= 1

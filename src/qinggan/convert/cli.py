@@ -6,35 +6,13 @@ import time
 
 from rich.console import Console
 
-from ..errors import QingganError
+from ..build_options import ConvertOptions
 from .converter import ParityError, convert_checkpoint
 from .parity import parity_table
-from .quantize import WEIGHT_TYPES
-from .texts import read_text_file
 
 
-def run_convert(
-    src: str,
-    out: str,
-    *,
-    int8: bool,
-    force_int8: bool,
-    max_length: int | None,
-    name: str | None,
-    layout: str,
-    labels: str | None,
-    parity_texts: str | None,
-    int8_weights: str,
-    reduce_range: bool,
-    int8_search: bool,
-    min_int8_agreement: float,
-    fuse: bool,
-    overwrite: bool,
-) -> None:
-    if int8_weights not in WEIGHT_TYPES:
-        raise QingganError(f"--int8-weights must be one of {', '.join(WEIGHT_TYPES)}")
-    label_names = [x.strip() for x in labels.split(",")] if labels else None
-    extra = read_text_file(parity_texts) if parity_texts else []
+def run_convert(src: str, out: str, options: ConvertOptions) -> None:
+    """Convert with ``options``, logging each step with its elapsed time on stderr."""
     _quiet_transformers()
     stdout, stderr = Console(), Console(stderr=True, soft_wrap=True)
     started = time.perf_counter()
@@ -43,13 +21,7 @@ def run_convert(
         stderr.print(f"[dim]{time.perf_counter() - started:6.1f}s[/dim] {message}", highlight=False)
 
     try:
-        result = convert_checkpoint(
-            src, out, layout=layout, name=name, max_length=max_length, int8=int8,
-            force_int8=force_int8, min_int8_agreement=min_int8_agreement,
-            int8_weights=int8_weights, reduce_range=reduce_range,
-            int8_search=int8_search, labels=label_names,
-            parity_texts=extra, fuse=fuse, overwrite=overwrite, log=log,
-        )  # fmt: skip
+        result = convert_checkpoint(src, out, options, log=log)
     except ParityError as exc:
         stdout.print(parity_table(exc.report))
         raise

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..onnx_tools import opset_of
 
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -41,7 +42,10 @@ class LogitsOnly(torch.nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, torch.Tensor | None] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+        }
         if self.uses_token_types:
             kwargs["token_type_ids"] = token_type_ids
         return self.model(**kwargs).logits
@@ -92,20 +96,14 @@ def export_onnx(model: torch.nn.Module, path: Path, *, uses_token_types: bool) -
                 dynamo=True,
                 verbose=False,
             )
+            assert program is not None  # with dynamo=True the exporter returns the program
             program.save(str(path), external_data=False)
             exporter = "dynamo"
     return {
         "exporter": f"torch.onnx ({exporter}) {torch.__version__}",
-        "opset": _opset(path),
+        "opset": opset_of(path),
         "inputs": names,
     }
-
-
-def _opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def fuse_transformer(src: Path, dst: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
@@ -134,10 +132,3 @@ def fuse_transformer(src: Path, dst: Path, *, num_heads: int, hidden_size: int) 
     finally:
         logger.setLevel(level)
     return {op: int(n) for op, n in stats.items() if n}
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(Counter(node.op_type for node in model.graph.node))

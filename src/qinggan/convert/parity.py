@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..build_options import FP32_TOLERANCE
 from ..engine import create_session, default_threads, softmax
 from ..tokenization import TextEncoder
 from .checkpoints import Checkpoint
 
-FP32_TOLERANCE = 1e-4
-INT8_MIN_AGREEMENT = 0.99
 BATCH_SIZE = 16
 
 

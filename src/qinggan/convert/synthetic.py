@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ def make_random_checkpoint(
     labels = list(label_names)
 
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels etc. are **kwargs
         vocab_size=len(tokens),
         hidden_size=hidden,
         num_hidden_layers=num_layers,
@@ -100,7 +101,7 @@ def make_random_checkpoint(
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
     )
-    model = BertForSequenceClassification(config).eval()
+    model: Any = BertForSequenceClassification(config).eval()
     tokenizer = BertTokenizer(vocab=str(root / "vocab.txt"), do_lower_case=True)
     _spread_head(model, tokenizer, seed)
 
@@ -109,6 +110,19 @@ def make_random_checkpoint(
         tokenizer.save_pretrained(str(root))
         return root
 
+    _save_modelscope(root, model, labels, backbone_prefix, max_positions)
+    return root
+
+
+def _save_modelscope(
+    root: Path,
+    model: torch.nn.Module,
+    labels: list[str],
+    backbone_prefix: str,
+    max_positions: int,
+) -> None:
+    """Write ``model`` as a ModelScope StructBERT classifier: ``pytorch_model.bin`` with
+    keys under ``backbone_prefix``, a StructBERT ``config.json`` and ``configuration.json``."""
     state = {}
     for key, tensor in model.state_dict().items():
         if key.startswith("bert."):
@@ -121,7 +135,7 @@ def make_random_checkpoint(
     structbert = {
         "architectures": ["SbertForSequenceClassification"],
         "model_type": "structbert",
-        **{k: getattr(config, k) for k in BERT_FIELDS if hasattr(config, k)},
+        **{k: getattr(model.config, k) for k in BERT_FIELDS if hasattr(model.config, k)},
         "position_embedding_type": "absolute",
     }
     if backbone_prefix != "bert":
@@ -135,11 +149,10 @@ def make_random_checkpoint(
     }
     for name, data in (("config.json", structbert), ("configuration.json", configuration)):
         (root / name).write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return root
 
 
 @torch.no_grad()
-def _spread_head(model: torch.nn.Module, tokenizer: object, seed: int) -> None:
+def _spread_head(model: Any, tokenizer: object, seed: int) -> None:
     """Give the classifier a clear logit spread over the built-in texts (see module doc)."""
     pooled = []
     limits = sorted({min(n, model.config.max_position_embeddings) for n in (64, 128, 512)})

@@ -23,7 +23,8 @@ rename and the removal is recognised as complete when restarted.
 
 Modules: ``formats`` (which format a path holds), ``readers`` (streaming sources),
 ``predictions`` (scoring a chunk's texts), ``writers`` (output sinks), ``checkpoints``
-(resume state) and ``run`` (:func:`score_file`, which ties them together).
+(resume state and the checkpointer), ``plan`` (the options, and what a run reads and
+where it resumes) and ``run`` (:func:`score_file`, which ties them together).
 """
 
 from __future__ import annotations

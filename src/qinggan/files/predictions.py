@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-import orjson
 import pyarrow as pa
 
+from ..interface import Model
 from .formats import Invalid
 
 SCORE_DECIMALS = 6
@@ -40,17 +39,8 @@ def text_problem(value: object) -> str | None:
     return None
 
 
-class Predictor(Protocol):
-    """What :func:`score_texts` needs from a classifier (``qinggan.engine.Classifier``)."""
-
-    labels: tuple[str, ...]
-    max_length: int
-
-    def predict(self, texts: Sequence[str]) -> Sequence[Any]: ...
-
-
 def score_texts(
-    clf: Predictor, values: Sequence[object], *, prefix: str = "", fail_long: bool = False
+    clf: Model, values: Sequence[object], *, prefix: str = "", fail_long: bool = False
 ) -> pa.Table:
     """Score raw column values; returns the prediction columns, one row per value.
 
@@ -61,7 +51,8 @@ def score_texts(
     n = len(values)
     errors = [text_problem(v) for v in values]
     ok = [i for i, e in enumerate(errors) if e is None]
-    preds = clf.predict([values[i] for i in ok]) if ok else []  # type: ignore[misc]
+    texts = [cast(str, values[i]) for i in ok]  # text_problem passed: non-blank strings
+    preds = clf.predict(texts) if texts else []
     label: list[str | None] = [None] * n
     label_zh: list[str | None] = [None] * n
     confidence: list[float | None] = [None] * n
@@ -98,25 +89,34 @@ class ChunkScorer(Protocol):
         """Prediction columns (see :func:`score_texts`) for each chunk, in order."""
         ...
 
+    def close(self) -> None:
+        """Release what the scorer holds (Ray actors); called once scoring is over."""
+        ...
 
-def model_identity(bundle: Any, variant: str) -> dict[str, Any]:
-    """Name, variant and a digest of every file checksum the manifest lists (ensembles too)."""
-    files = orjson.dumps(bundle.manifest.files, option=orjson.OPT_SORT_KEYS)
-    return {"model": bundle.name, "variant": variant, "files": hashlib.sha256(files).hexdigest()}
+
+def model_identity(model: Model) -> dict[str, Any]:
+    """What identifies a loaded model for the resume fingerprint: its name, the variant
+    it runs and its sha256 (the graph's, or an ensemble manifest's, which pins every
+    member's files), as :meth:`~qinggan.interface.Model.info` reports them."""
+    info = model.info()
+    return {"model": info["name"], "variant": info["variant"], "sha256": info["sha256"]}
 
 
 class LocalScorer:
-    """Scores chunks in this process with one :class:`~qinggan.engine.Classifier`."""
+    """Scores chunks in this process with one loaded :class:`~qinggan.interface.Model`."""
 
-    def __init__(self, clf: Any) -> None:
+    def __init__(self, clf: Model) -> None:
         self.clf = clf
         self.labels: tuple[str, ...] = clf.labels
 
     def identity(self) -> dict[str, Any]:
-        return model_identity(self.clf.bundle, self.clf.variant)
+        return model_identity(self.clf)
 
     def map(
         self, chunks: Iterable[Sequence[object]], *, prefix: str = "", fail_long: bool = False
     ) -> Iterator[pa.Table]:
         for values in chunks:
             yield score_texts(self.clf, values, prefix=prefix, fail_long=fail_long)
+
+    def close(self) -> None:
+        """Nothing to release: the model belongs to the caller."""

@@ -9,7 +9,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 import pyarrow as pa
@@ -45,6 +45,7 @@ class Source(ABC):
     """A streamed input with named columns."""
 
     columns: list[str]
+    growing = False  # True while new columns may still appear (stdin JSON Lines)
 
     @abstractmethod
     def chunks(self, size: int, skip: int = 0) -> Iterator[Chunk]:
@@ -78,7 +79,7 @@ def _open_binary(path: str, compressed: bool) -> tuple[IO[bytes], IO[bytes]]:
     except OSError as exc:
         raise FileFormatError(f"cannot read {path!r}: {exc.strerror}") from None
     if compressed:
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")), raw
     return raw, raw
 
 
@@ -191,7 +192,7 @@ class CsvSource(ArrowSource):
         )
         try:
             reader = self._open(stream, convert)
-            return sum(batch.num_rows for batch in reader)
+            return int(sum(batch.num_rows for batch in reader))
         except pa.ArrowInvalid:
             return None  # the scoring pass reports the problem
         finally:
@@ -370,8 +371,12 @@ def _stdin_source(text_column: str, fmt: str) -> Source:
     stream: IO[bytes] = sys.stdin.buffer
     if fmt == "auto":
         # Peek at the first line: JSON Lines if it holds an object, plain text otherwise.
-        buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
-        head = buffered.peek(1 << 16)[: 1 << 16].lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+        buffered = (
+            stream
+            if isinstance(stream, io.BufferedReader)
+            else io.BufferedReader(cast(io.RawIOBase, stream))
+        )
+        head = buffered.peek(1 << 16)[: 1 << 16].lstrip(b"\xef\xbb\xbf \t\r\n")
         fmt = "jsonl" if head.startswith(b"{") else "txt"
         stream = buffered
     return LineSource(STDIO, text_column, fmt=fmt, stream=stream)

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .checkpoints import partial_path, parts_path
+from .checkpoints import ResumeError, partial_path, parts_path
+from .formats import STDIO
 from .readers import Chunk, Source
 
 PARQUET_ROW_GROUP = 65_536
@@ -94,7 +95,8 @@ class AppendSink(Sink):
         buffer = pa.BufferOutputStream()
         options = pa_csv.WriteOptions(include_header=header, delimiter=self.delimiter)
         pa_csv.write_csv(table, buffer, write_options=options)
-        return buffer.getvalue().to_pybytes()
+        data: bytes = buffer.getvalue().to_pybytes()
+        return data
 
     def write(self, source: Source, chunk: Chunk, preds: pa.Table) -> None:
         if self.fmt == "jsonl":
@@ -177,3 +179,16 @@ class ParquetSink(Sink):
             os.fsync(fh.fileno())
         os.replace(partial, self.path)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
+
+
+def open_sink(output_path: str, fmt: str, resume: dict[str, Any] | None = None) -> Sink:
+    """The sink for ``output_path`` in ``fmt``; ``resume`` is the sink state recorded by
+    the checkpoint a run continues from (``None``: start a new output)."""
+    if output_path == STDIO:
+        return StdoutSink()
+    output = Path(output_path)
+    if fmt == "parquet":
+        return ParquetSink(output, resume_parts=None if resume is None else resume.get("parts"))
+    if resume is not None and not partial_path(output).is_file():
+        raise ResumeError(f"cannot resume: {partial_path(output)} is missing; pass --no-resume")
+    return AppendSink(output, fmt, resume_bytes=None if resume is None else resume.get("bytes"))

@@ -64,7 +64,7 @@ def _log(probs: np.ndarray) -> np.ndarray:
 def choose_blend(member_probs: Sequence[np.ndarray], labels: np.ndarray, step: float) -> Blend:
     """The best dev weighting of ``member_probs`` (each ``[n, classes]``) and its temperature."""
     labels = np.asarray(labels)
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for weights in weight_grid(len(member_probs), step):
         probs = mix(member_probs, np.array(weights))
         accuracy = float((probs.argmax(axis=1) == labels).mean())

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.nn import functional as F
 
+from ..build_options import DISTILL_ALPHA as DEFAULT_ALPHA
+from ..build_options import DISTILL_TEMPERATURE as DEFAULT_TEMPERATURE
 from ..engine import load
 from ..errors import QingganError
 
-DEFAULT_ALPHA = 0.7  # the share of the loss that follows the teacher
-DEFAULT_TEMPERATURE = 2.0
 CHUNK = 512  # texts per predict call, so the progress bar moves
 
 

@@ -1,21 +1,35 @@
-"""ONNX export (fp32), int8 dynamic quantisation, and the parity/agreement checks."""
+"""ONNX export (fp32), int8 (through :mod:`qinggan.onnx_tools`), and the parity/agreement
+checks of a trained model."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import QingganError
+from ..build_options import INT8_MIN_AGREEMENT
+from ..onnx_tools import TRAIN_INT8, weight_matmuls
+from ..onnx_tools import quantize_int8 as quantize_dynamic_int8
 from .calibration import fit_temperature
 from .model import SentimentModel
 
+__all__ = [
+    "INT8_MIN_AGREEMENT",
+    "compare_variants",
+    "default_variant",
+    "export_checked",
+    "export_onnx",
+    "int8_difference",
+    "onnx_logits",
+    "quantize_int8",
+    "weight_matmuls",
+]
+
 OPSET = 17
-INT8_MIN_AGREEMENT = 0.99  # int8 becomes a bundle's default only if it agrees this often
 
 
 def export_onnx(model: SentimentModel, path: Path, pad_id: int = 1) -> None:
@@ -42,15 +56,6 @@ def export_onnx(model: SentimentModel, path: Path, pad_id: int = 1) -> None:
         )
 
 
-def weight_matmuls(fp32_path: Path) -> list[str]:
-    """Names of the graph's MatMul nodes with a constant weight (what int8 quantises)."""
-    import onnx
-
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-
-
 def quantize_int8(
     fp32_path: Path,
     int8_path: Path,
@@ -58,35 +63,14 @@ def quantize_int8(
     embeddings: bool = True,
     keep_fp32: Sequence[str] = (),
 ) -> list[str]:
-    """ORT dynamic quantisation of the MatMul weights (and the embedding Gather).
-
-    MatMuls whose node name contains one of ``keep_fp32`` (e.g. ``layers.4/fo/``) stay fp32:
-    dynamic int8 quantises each activation tensor with one scale, and a layer whose inputs
-    carry a few huge values loses most of its resolution. Returns the names kept in fp32.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    names = weight_matmuls(fp32_path) if keep_fp32 else []  # reads the whole graph
-    kept = [n for n in names if any(p in n for p in keep_fp32)]
-    unmatched = [p for p in keep_fp32 if not any(p in n for n in kept)]
-    if unmatched:
-        raise QingganError(f"no weight MatMul matches {', '.join(map(repr, unmatched))}")
-    ops = ["MatMul", "Gather"] if embeddings else ["MatMul"]
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))  # "consider pre-processing" on every call
-    try:
-        quantize_dynamic(
-            str(fp32_path),
-            str(int8_path),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=ops,
-            per_channel=True,  # per-tensor scales moved ~2% of dev labels; per-channel < 1%
-            nodes_to_exclude=kept,
-        )
-    finally:
-        logger.setLevel(level)
-    return kept
+    """The trainer's int8 graph (:data:`~qinggan.onnx_tools.TRAIN_INT8`, the one policy in
+    :mod:`qinggan.onnx_tools`) of the MatMul weights and, with ``embeddings``, the embedding
+    Gather; MatMuls named by ``keep_fp32`` stay fp32. Returns the names kept in fp32."""
+    preset = replace(TRAIN_INT8, embeddings=embeddings)
+    settings = quantize_dynamic_int8(
+        fp32_path, int8_path, preset, ops=("MatMul",), keep_fp32=keep_fp32
+    )
+    return list(settings.get("kept_fp32", []))
 
 
 def onnx_logits(

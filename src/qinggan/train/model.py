@@ -14,7 +14,7 @@ import math
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -137,7 +137,7 @@ def load_e5_weights(encoder: Encoder, image: E5Image, kept_ids: list[int] | None
         encoder.token_type.copy_(tensor("emb.type", src.type_vocab, hidden)[0])
         encoder.eln.weight.copy_(tensor("emb.ln.w", hidden))
         encoder.eln.bias.copy_(tensor("emb.ln.b", hidden))
-        for index, layer in enumerate(encoder.layers):
+        for index, layer in enumerate(cast(list[EncoderLayer], list(encoder.layers))):
             p = f"l{index}."
             for name, module in (("q", layer.q), ("k", layer.k), ("v", layer.v), ("ao", layer.ao)):
                 module.weight.copy_(tensor(p + name + ".w", hidden, hidden))

@@ -63,6 +63,67 @@ def ngrams(ids: Sequence[int], n_max: int = 3) -> list[tuple[int, ...]]:
     return [tuple(ids[i : i + n]) for n in range(1, n_max + 1) for i in range(len(ids) - n + 1)]
 
 
+def _pool(vocabulary: dict[tuple[int, ...], int]) -> dict[str, Any]:
+    """``TfIdfVectorizer``'s n-gram pool: grams by order (1, 2, 3), each with its column."""
+    by_order: dict[int, list[tuple[tuple[int, ...], int]]] = {1: [], 2: [], 3: []}
+    for gram, column in vocabulary.items():
+        by_order[len(gram)].append((gram, column))
+    pool: list[int] = []
+    indexes: list[int] = []
+    starts: list[int] = []
+    for order in (1, 2, 3):
+        starts.append(len(pool))
+        for gram, column in sorted(by_order[order]):
+            pool.extend(gram)
+            indexes.append(column)
+    return dict(
+        min_gram_length=1,
+        max_gram_length=3,
+        max_skip_count=0,
+        ngram_counts=starts,
+        ngram_indexes=indexes,
+        pool_int64s=pool,
+    )
+
+
+def _tfidf_nodes(pool: dict[str, Any], idf: np.ndarray, sublinear: bool) -> list[Any]:
+    """input_ids -> ``tfidf`` (n-gram counts, sublinear or plain TF, times idf)."""
+    from onnx import helper
+
+    if sublinear:
+        # for integer counts, 1 + log(tf) where tf > 0 (else 0) is log(max(tf, 1)) + min(tf, 1)
+        return [
+            helper.make_node("TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", **pool),
+            helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
+            helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
+            helper.make_node("Min", ["tf", "one"], ["present"]),
+            helper.make_node("Add", ["log_tf", "present"], ["sublinear"]),
+            helper.make_node("Mul", ["sublinear", "idf"], ["tfidf"]),
+        ]
+    pool_idf = [float(idf[column]) for column in pool["ngram_indexes"]]
+    return [
+        helper.make_node(
+            "TfIdfVectorizer", ["input_ids"], ["tfidf"], mode="TFIDF", weights=pool_idf, **pool
+        )
+    ]
+
+
+def _linear_nodes() -> list[Any]:
+    """``tfidf`` -> L2 norm -> logistic regression -> ``logits`` ([0, z])."""
+    from onnx import helper
+
+    return [
+        helper.make_node("ReduceL2", ["tfidf", "axis1"], ["norm"], keepdims=1),
+        helper.make_node("Max", ["norm", "tiny"], ["safe_norm"]),
+        # normalising after the matmul is a [B, 1] division instead of a [B, features] one
+        helper.make_node("MatMul", ["tfidf", "coef"], ["raw"]),
+        helper.make_node("Div", ["raw", "safe_norm"], ["score"]),
+        helper.make_node("Add", ["score", "intercept"], ["z"]),
+        # softmax([0, z]) = sigmoid(z): the logistic regression's probability
+        helper.make_node("Mul", ["z", "select_positive"], ["logits"]),
+    ]
+
+
 def export_onnx(
     path: Path,
     vocabulary: dict[tuple[int, ...], int],
@@ -81,59 +142,7 @@ def export_onnx(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    by_order: dict[int, list[tuple[tuple[int, ...], int]]] = {1: [], 2: [], 3: []}
-    for gram, column in vocabulary.items():
-        by_order[len(gram)].append((gram, column))
-    pool: list[int] = []
-    indexes: list[int] = []
-    starts: list[int] = []
-    for order in (1, 2, 3):
-        starts.append(len(pool))
-        for gram, column in sorted(by_order[order]):
-            pool.extend(gram)
-            indexes.append(column)
-    vectorizer_args = dict(
-        min_gram_length=1,
-        max_gram_length=3,
-        max_skip_count=0,
-        ngram_counts=starts,
-        ngram_indexes=indexes,
-        pool_int64s=pool,
-    )
-    if sublinear:
-        # for integer counts, 1 + log(tf) where tf > 0 (else 0) is log(max(tf, 1)) + min(tf, 1)
-        nodes = [
-            helper.make_node(
-                "TfIdfVectorizer", ["input_ids"], ["tf"], mode="TF", **vectorizer_args
-            ),
-            helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
-            helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
-            helper.make_node("Min", ["tf", "one"], ["present"]),
-            helper.make_node("Add", ["log_tf", "present"], ["sublinear"]),
-            helper.make_node("Mul", ["sublinear", "idf"], ["tfidf"]),
-        ]
-    else:
-        pool_idf = [float(idf[column]) for column in indexes]
-        nodes = [
-            helper.make_node(
-                "TfIdfVectorizer",
-                ["input_ids"],
-                ["tfidf"],
-                mode="TFIDF",
-                weights=pool_idf,
-                **vectorizer_args,
-            )
-        ]
-    nodes += [
-        helper.make_node("ReduceL2", ["tfidf", "axis1"], ["norm"], keepdims=1),
-        helper.make_node("Max", ["norm", "tiny"], ["safe_norm"]),
-        # normalising after the matmul is a [B, 1] division instead of a [B, features] one
-        helper.make_node("MatMul", ["tfidf", "coef"], ["raw"]),
-        helper.make_node("Div", ["raw", "safe_norm"], ["score"]),
-        helper.make_node("Add", ["score", "intercept"], ["z"]),
-        # softmax([0, z]) = sigmoid(z): the logistic regression's probability
-        helper.make_node("Mul", ["z", "select_positive"], ["logits"]),
-    ]
+    nodes = _tfidf_nodes(_pool(vocabulary), idf, sublinear) + _linear_nodes()
     initializers = [
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
@@ -198,6 +207,55 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(((probs[:, 1] >= 0.5).astype(int) == labels).mean())
 
 
+def _vectorizer(max_features: int, min_df: int, sublinear: bool) -> Any:
+    """scikit-learn's TF-IDF over the n-grams of token ids (what the graph recomputes)."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+    except ImportError:
+        raise MissingExtraError("training the n-gram model", "train", "scikit-learn") from None
+    return TfidfVectorizer(
+        analyzer=ngrams,
+        lowercase=False,
+        min_df=min_df,
+        max_features=max_features,
+        sublinear_tf=sublinear,
+        norm="l2",
+        dtype=np.float32,
+    )
+
+
+def _source(sublinear: bool) -> dict[str, str]:
+    return {
+        "kind": "trained",
+        "architecture": f"char 1-3-gram TF-IDF ({'sublinear' if sublinear else 'raw'} tf, "
+        "l2) + logistic regression",
+        "data": "../shared/data train splits (all sources)",
+    }
+
+
+def _pick_c(
+    x_train: Any,
+    y_train: np.ndarray,
+    x_dev: Any,
+    y_dev: np.ndarray,
+    c_grid: Sequence[float],
+    seed: int,
+) -> tuple[float, float, Any]:
+    """Fit one logistic regression per C; the best on dev: (accuracy, C, classifier)."""
+    from sklearn.linear_model import LogisticRegression
+
+    best: tuple[float, float, Any] | None = None
+    for c in c_grid:
+        clf = LogisticRegression(C=c, max_iter=2000, solver="liblinear", random_state=seed)
+        clf.fit(x_train, y_train)
+        acc = _accuracy(clf.predict_proba(x_dev), y_dev)
+        print(f"C={c:g}: dev accuracy {acc:.4f}", flush=True)
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    assert best is not None
+    return best
+
+
 def train(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -210,11 +268,7 @@ def train(
     seed: int = 13,
 ) -> Bundle:
     """Train on every ``train`` split, pick C on ``dev``, export the bundle to ``out_dir``."""
-    try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise MissingExtraError("training the n-gram model", "train", "scikit-learn") from None
+    vectorizer = _vectorizer(max_features, min_df, sublinear)  # fails early without sklearn
     started = time.perf_counter()
     train_rows, dev_rows = read_split(data_dir, "train"), read_split(data_dir, "dev")
     tokenizer = build_tokenizer([e.text for e in train_rows])
@@ -223,29 +277,11 @@ def train(
     def encode(rows: list[Example]) -> list[list[int]]:
         return [e.ids for e in tokenizer.encode_batch([r.text for r in rows])]
 
-    vectorizer = TfidfVectorizer(
-        analyzer=ngrams,
-        lowercase=False,
-        min_df=min_df,
-        max_features=max_features,
-        sublinear_tf=sublinear,
-        norm="l2",
-        dtype=np.float32,
-    )
     x_train = vectorizer.fit_transform(encode(train_rows))
     x_dev = vectorizer.transform(encode(dev_rows))
     y_train = np.array([e.label for e in train_rows])
     y_dev = np.array([e.label for e in dev_rows])
-    best: tuple[float, float, Any] | None = None
-    for c in c_grid:
-        clf = LogisticRegression(C=c, max_iter=2000, solver="liblinear", random_state=seed)
-        clf.fit(x_train, y_train)
-        acc = _accuracy(clf.predict_proba(x_dev), y_dev)
-        print(f"C={c:g}: dev accuracy {acc:.4f}", flush=True)
-        if best is None or acc > best[0]:
-            best = (acc, c, clf)
-    assert best is not None
-    dev_acc, c_best, clf = best
+    dev_acc, c_best, clf = _pick_c(x_train, y_train, x_dev, y_dev, c_grid, seed)
     z_dev = clf.decision_function(x_dev)
     temperature = round(fit_temperature(np.stack([np.zeros_like(z_dev), z_dev], 1), y_dev), 4)
     vocabulary = {gram: int(col) for gram, col in vectorizer.vocabulary_.items()}
@@ -263,7 +299,6 @@ def train(
         sublinear=sublinear,
     )
     parity = check_parity(out, max_length, dev_rows[:2000], clf.decision_function(x_dev[:2000]))
-    seconds = round(time.perf_counter() - started, 1)
     return write_bundle(
         out,
         name="qinggan-ngram",
@@ -273,12 +308,7 @@ def train(
         inputs=("input_ids",),
         temperature=temperature,
         parity=parity,
-        source={
-            "kind": "trained",
-            "architecture": f"char 1-3-gram TF-IDF ({'sublinear' if sublinear else 'raw'} tf, "
-            "l2) + logistic regression",
-            "data": "../shared/data train splits (all sources)",
-        },
+        source=_source(sublinear),
         training={
             "script": "python -m qinggan.train.ngram DATA_DIR OUT_DIR",
             "seed": seed,
@@ -292,7 +322,7 @@ def train(
             "vocab_chars": tokenizer.get_vocab_size(),
             "features": len(vocabulary),
             "dev_accuracy": round(dev_acc, 4),
-            "seconds": seconds,
+            "seconds": round(time.perf_counter() - started, 1),
         },
     )
 

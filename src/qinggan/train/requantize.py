@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from ..bundle import load_bundle, rewrite_manifest
 from ..errors import QingganError, run_main
+from .batches import Batch, eval_batches, text_encoder
 from .data import dev_subset, read_split
 from .export import (
     compare_variants,
@@ -39,14 +39,11 @@ from .export import (
     quantize_int8,
     weight_matmuls,
 )
-from .loop import encode, eval_batches
 
 LAYER = re.compile(r"layers\.(\d+)/([^/]+)/")
 
 
-def dev_batches(
-    run: Path, data_dir: Path
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+def dev_batches(run: Path, data_dir: Path) -> tuple[list[Batch], np.ndarray]:
     """The run's dev subset (as training drew it), tokenised and length-batched."""
     m = load_bundle(run).manifest
     config = m.training.get("config", {})
@@ -55,9 +52,8 @@ def dev_batches(
     dev = dev_subset(
         read_split(data_dir, "dev", config.get("sources")), config["dev_rows"], config["seed"]
     )
-    tokenizer = Tokenizer.from_file(str(run / m.tokenizer))
-    ids = encode(tokenizer, [e.text for e in dev], m.max_length)
-    order, batches = eval_batches(ids)
+    encoder = text_encoder(run / m.tokenizer, m.max_length)
+    order, batches = eval_batches(encoder, encoder.encode([e.text for e in dev]))
     return batches, np.array([e.label for e in dev])[order]
 
 

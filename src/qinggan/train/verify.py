@@ -147,7 +147,7 @@ def token_agreement(e5_file: Path, tokenizer, texts: list[str]) -> tuple[int, in
     with tempfile.TemporaryDirectory(prefix="qinggan-e5check-") as tmp:
         engine = CEngine(e5_file, Path(tmp))
         try:
-            same, differ = 0, []
+            same, differ = 0, list[str]()
             for text in texts:
                 if tokenizer.encode("query: " + text).ids == engine.token_ids("query: " + text):
                     same += 1
