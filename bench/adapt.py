@@ -89,7 +89,7 @@ def run_adapt(rows: list[dict[str, str]], out: Path, data_dir: str, seed: int) -
         "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "method": adapt["chosen"]["method"],
         "weights": adapt["chosen"]["weights"],
-        "val_accuracy": adapt["chosen"]["val_accuracy"],
+        "held_out_accuracy": adapt["chosen"].get("held_out_accuracy"),
         "chnsenticorp_base": (general.get("base") or {}).get("accuracy"),
         "chnsenticorp_adapted": (general.get("adapted") or {}).get("accuracy"),
     }
@@ -132,7 +132,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| methods chosen |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for size, entry in results["sizes"].items():
+    for size, entry in sorted(results["sizes"].items(), key=lambda item: int(item[0])):
         s, runs = entry["summary"], entry["runs"]
         methods = ", ".join(sorted({r["method"] for r in runs}))
         lines.append(
@@ -168,7 +168,7 @@ def plot(results: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = [int(s) for s in results["sizes"]]
+    sizes = sorted(int(s) for s in results["sizes"])
     acc = [100 * results["sizes"][str(s)]["summary"]["accuracy"][0] for s in sizes]
     lo = [100 * results["sizes"][str(s)]["summary"]["accuracy"][1] for s in sizes]
     hi = [100 * results["sizes"][str(s)]["summary"]["accuracy"][2] for s in sizes]

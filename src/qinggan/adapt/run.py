@@ -27,14 +27,17 @@ from .data import Labelled, Row, read_labelled, split
 from .features import FeatureExtractor
 from .methods import (
     HEAD_REPLAY_SHARE,
+    NGRAM_C,
     NGRAM_REPLAY_SHARE,
+    OOF_FOLDS,
     Candidate,
+    Head,
     Member,
     candidates,
     fit_head,
-    ngram_member,
     replay_weights,
 )
+from .ngram import NgramFit, fit_ngram
 from .report import scores
 from .select import choose
 from .write import atomic_dir, check_out, check_parity, write_adapted
@@ -151,38 +154,75 @@ def predictor_probs(clf: Any, texts: Sequence[str]) -> np.ndarray:
     return np.array([[p.scores[label] for label in clf.labels] for p in clf.predict(texts)])
 
 
+def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A stratified, seeded fold number for every training row."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        out[rows] = np.arange(len(rows)) % folds
+    return out
+
+
 def new_members(
     parts: Parts, encoder: Encoder | None, n_labels: int, head_replay: int, seed: int
 ) -> dict[str, Member]:
-    """The new head (when the base has an encoder) and the new n-gram model."""
-    out: dict[str, Member] = {}
+    """The new head (when the base has an encoder) and the new n-gram model, fitted on every
+    training row, with out-of-fold probabilities of the training rows (``oof``) from fits
+    that did not see them: blends are weighed and calibrated on many rows, not a few."""
     scored: list[str] = [p for p in ("val", "guard") if p in parts.texts]
-    n_train = len(parts.texts["train"])
+    train_texts, train_y = parts.texts["train"], parts.labels["train"]
     replay_texts = parts.texts.get("replay", [])
-    replay_labels = parts.labels.get("replay", np.zeros(0, dtype=np.int64))
+    replay_y = parts.labels.get("replay", np.zeros(0, dtype=np.int64))
+    fits: dict[str, Callable[[np.ndarray], Any]] = {}
+    scorers: dict[str, Callable[[Any, str], np.ndarray]] = {}
     if encoder is not None:
-        blocks = [encoder("train", parts.texts["train"])[0]]
-        if replay_texts:
-            blocks.append(encoder("replay", replay_texts[:head_replay])[0])
-        x = np.vstack(blocks)
-        y = np.concatenate([parts.labels["train"], replay_labels[:head_replay]])
-        w = replay_weights(n_train, len(y) - n_train, HEAD_REPLAY_SHARE)
-        head = fit_head(x, y, w, n_labels, seed)
-        out["head"] = Member(
-            "head", {p: softmax(head.logits(encoder(p, parts.texts[p])[0])) for p in scored}, head
-        )
-    texts = parts.texts["train"] + replay_texts
-    y = np.concatenate([parts.labels["train"], replay_labels])
-    w = replay_weights(n_train, len(replay_texts), NGRAM_REPLAY_SHARE)
-    out["ngram"] = ngram_member(texts, y, w, n_labels, seed, {p: parts.texts[p] for p in scored})
+        train_x = encoder("train", train_texts)[0]
+        replay_x = encoder("replay", replay_texts[:head_replay])[0] if replay_texts else None
+
+        def head_fit(rows: np.ndarray) -> Head:
+            blocks = [train_x[rows]] if replay_x is None else [train_x[rows], replay_x]
+            y = np.concatenate([train_y[rows], replay_y[:head_replay]])
+            w = replay_weights(len(rows), len(y) - len(rows), HEAD_REPLAY_SHARE)
+            return fit_head(np.vstack(blocks), y, w, n_labels, seed)
+
+        fits["head"] = head_fit
+        scorers["head"] = lambda fit, part: softmax(fit.logits(encoder(part, parts.texts[part])[0]))
+
+    def ngram_fit(rows: np.ndarray) -> NgramFit:
+        texts = [train_texts[i] for i in rows] + replay_texts
+        y = np.concatenate([train_y[rows], replay_y])
+        w = replay_weights(len(rows), len(replay_texts), NGRAM_REPLAY_SHARE)
+        return fit_ngram(texts, y, w, n_labels, NGRAM_C, seed)
+
+    fits["ngram"] = ngram_fit
+    scorers["ngram"] = lambda fit, part: softmax(fit.logits(parts.texts[part]))
+    folds = fold_ids(train_y, OOF_FOLDS, seed)
+    out: dict[str, Member] = {}
+    for kind, fit in fits.items():
+        oof = np.zeros((len(train_y), n_labels))
+        for fold in range(OOF_FOLDS):
+            held = np.flatnonzero(folds == fold)
+            fitted = fit(np.flatnonzero(folds != fold))
+            oof[held] = _score_rows(kind, fitted, encoder, train_texts, held)
+        final = fit(np.arange(len(train_y)))
+        probs = {p: scorers[kind](final, p) for p in scored}
+        out[kind] = Member(kind, {**probs, "oof": oof}, final)
     return out
+
+
+def _score_rows(kind: str, fitted: Any, encoder: Encoder | None, texts: list[str],
+                rows: np.ndarray) -> np.ndarray:  # fmt: skip
+    if kind == "head" and encoder is not None:
+        return softmax(fitted.logits(encoder("train", texts)[0][rows]))
+    return softmax(fitted.logits([texts[i] for i in rows]))
 
 
 def old_members(
     parts: Parts, encoder: Encoder | None, ngram: Classifier | None
 ) -> dict[str, Member]:
     """The base's own members, scored on the same parts (only when the labels match)."""
-    scored: list[str] = [p for p in ("val", "guard") if p in parts.texts]
+    scored: list[str] = [p for p in ("val", "guard", "train") if p in parts.texts]
     out: dict[str, Member] = {}
     if encoder is not None:
         probs = {p: softmax(encoder(p, parts.texts[p])[1] / encoder.temperature) for p in scored}
@@ -191,6 +231,8 @@ def old_members(
         out["base-ngram"] = Member(
             "base-ngram", {p: predictor_probs(ngram, parts.texts[p]) for p in scored}
         )
+    for member in out.values():  # the base never saw the user's rows: all are held out
+        member.probs["oof"] = member.probs.pop("train")
     return out
 
 
@@ -255,7 +297,7 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
             members_old = {}
             notes.append(f"labels {list(data.labels)} differ from the base's: new members only")
         budget.step("choosing a method")
-        found = candidates(members_old, members, parts.labels["val"])
+        found = candidates(members_old, members, parts.labels["train"], parts.labels["val"])
         guard_floor = None
         if "guard" in parts.texts and base_clf is not None:
             guard_probs = base_clf("guard", parts.texts["guard"])

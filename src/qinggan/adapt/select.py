@@ -1,5 +1,5 @@
-"""Choosing among candidates: the best validation accuracy (ties: the lower log-loss),
-among those that keep the general model.
+"""Choosing among candidates: the best held-out accuracy (out-of-fold training rows plus
+validation rows; ties: the lower log-loss), among those that keep the general model.
 
 With replayed data (``--data-dir``) every candidate is also scored on a sample of the
 built-ins' ``dev`` splits; one that loses more than :data:`MAX_GENERAL_DROP` there against

@@ -41,7 +41,7 @@ def adapt(
         typer.echo(f"note: {note}", err=True)
     tried = ", ".join(f"{c.method} {100 * c.val_accuracy:.2f}%" for c in result.others)
     typer.echo(
-        f"chose {chosen.method} (validation accuracy {100 * chosen.val_accuracy:.2f}%; "
+        f"chose {chosen.method} (held-out accuracy {100 * chosen.val_accuracy:.2f}%; "
         f"also tried: {tried or 'nothing else'}) in {result.seconds:.0f} s; "
         f"serve it with: qinggan serve --model {result.out}"
     )
