@@ -142,3 +142,44 @@ def test_kill_during_the_run_leaves_out_absent(tmp_path: Path, tiny_bundle: Bund
     assert res.returncode == 0, res.stderr
     assert load_bundle(out).name == "out"
     assert not list(tmp_path.glob(".out.adapt-tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def ensemble_base(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base shaped like ``accurate``: an encoder member and an n-gram member, averaged."""
+    import shutil
+
+    import numpy as np
+
+    from qinggan.adapt.ngram import export, fit_ngram
+    from qinggan.bundle import write_bundle
+
+    root = tmp_path_factory.mktemp("ensemble-base")
+    shutil.copytree(tiny_bundle.path, root / "encoder")
+    rows = labelled_rows(200, seed=7)
+    labels = np.array([r["label"] for r in rows])
+    fit = fit_ngram([str(r["text"]) for r in rows], labels, np.ones(len(rows)), 2, 4.0, 0)
+    (root / "ngram").mkdir()
+    export(fit, root / "ngram" / "model.onnx")
+    fit.tokenizer.save(str(root / "ngram" / "tokenizer.json"))
+    write_bundle(root / "ngram", name="tiny-ngram", labels=["Negative", "Positive"],
+                 models={"fp32": "model.onnx"}, max_length=512, inputs=("input_ids",))  # fmt: skip
+    members = [{"path": "encoder", "weight": 0.4}, {"path": "ngram", "weight": 0.6}]
+    (root / "base").mkdir()
+    write_bundle(root / "base", name="tiny-ensemble", labels=["Negative", "Positive"], models={},
+                 max_length=64, members=[{**m, "path": f"../{m['path']}"} for m in members],
+                 temperature=0.9)  # fmt: skip
+    return root / "base"
+
+
+def test_adapting_an_ensemble_base_tries_its_members(ensemble_base: Path, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "d.csv", labelled_rows(120, seed=11))
+    out = tmp_path / "out"
+    res = run_adapt(str(data), "--out", str(out), "--base", str(ensemble_base))
+    assert res.returncode == 0, res.stderr
+    info = load_bundle(out).manifest.training["adapt"]
+    tried = {c["method"]: c["members"] for c in [info["chosen"], *info["tried"]]}
+    assert set(tried) == {"recalibrate", "ngram", "head", "head+ngram"}
+    assert set(tried["recalibrate"]) <= {"base-encoder", "base-ngram"}
+    clf_members = [m["path"] for m in load_bundle(out).manifest.members]
+    assert clf_members and all(not p.startswith("..") for p in clf_members)  # self-contained

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import below_min, option
+from ..options import below_min, option, same_as
+from ..settings import LoadOptions
 from .errors import AdaptError
 
 
@@ -38,7 +39,7 @@ class AdaptOptions:
     )
     overwrite: bool = option(False, help="Replace OUT if it exists.")
     name: str | None = option(None, help="Bundle name (default: OUT's directory name).")
-    threads: int | None = option(None, help="ONNX Runtime threads (default: all cores).", min=1)
+    threads: int | None = same_as(LoadOptions, "threads")
     head_replay_rows: int = option(2000, help="Replayed review rows for the new head.", min=0)
     ngram_replay_rows: int = option(5000, help="Replayed review rows for the n-grams.", min=0)
     guard_rows: int = option(600, help="Review dev rows that guard against forgetting.", min=0)

@@ -21,6 +21,7 @@ import numpy as np
 from ..bundle import Bundle, load_bundle, resolve_model
 from ..engine import Classifier, default_threads, load, softmax
 from ..ensemble import mix, sharpen
+from ..settings import LoadOptions
 from .budget import Budget
 from .config import AdaptOptions
 from .data import Labelled, Row, read_labelled, split
@@ -282,7 +283,11 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
         if data.conflicting:
             notes.append(f"{data.conflicting} texts had two labels; all their rows were dropped")
         encoder = Encoder(encoder_bundle, threads) if encoder_bundle is not None else None
-        ngram = Classifier(ngram_bundle, threads=threads) if ngram_bundle and comparable else None
+        ngram = (
+            Classifier(ngram_bundle, LoadOptions(threads=threads))
+            if ngram_bundle and comparable
+            else None
+        )
         base_clf = BaseScorer(base, encoder, ngram, threads) if comparable else None
         budget.step("encoding texts")
         if encoder is not None:
