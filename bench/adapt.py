@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared/data"))
     parser.add_argument("--render-only", action="store_true", help="redo the doc from JSON")
     parser.add_argument(
-        "--resume", action="store_true", help="keep the sizes already in the JSON results"
+        "--resume", action="store_true", help="keep the runs in the JSON results; add seeds"
     )
     args = parser.parse_args()
     if args.render_only:
@@ -223,10 +223,10 @@ def main() -> None:
     loads = list(results.get("load_range", []))
     with tempfile.TemporaryDirectory(prefix="adapt-bench-") as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
-            if str(size) in results["sizes"]:
+            runs = list(results["sizes"].get(str(size), {}).get("runs", []))
+            if len(runs) >= args.seeds:
                 continue
-            runs = []
-            for seed in range(args.seeds):
+            for seed in range(len(runs), args.seeds):
                 out = Path(tmp) / f"n{size}-s{seed}"
                 run = run_adapt(subset(pool, size, seed), out, args.data_dir, seed)
                 run.update(score(out, test))
