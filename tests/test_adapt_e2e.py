@@ -183,3 +183,18 @@ def test_adapting_an_ensemble_base_tries_its_members(ensemble_base: Path, tmp_pa
     assert set(tried["recalibrate"]) <= {"base-encoder", "base-ngram"}
     clf_members = [m["path"] for m in load_bundle(out).manifest.members]
     assert clf_members and all(not p.startswith("..") for p in clf_members)  # self-contained
+
+
+def test_adapt_reads_a_corrections_store(tiny_bundle: Bundle, tmp_path: Path) -> None:
+    from qinggan.feedback import Correction, now, open_store
+
+    target = str(tmp_path / "corrections.db")
+    with open_store(target) as store:
+        for row in labelled_rows(80, seed=5):
+            label = "Positive" if row["label"] == 1 else "Negative"
+            store.record(Correction(str(row["text"]), label, created_at=now()))
+    out = tmp_path / "out"
+    res = run_adapt(target, "--out", str(out), "--base", str(tiny_bundle.path))
+    assert res.returncode == 0, res.stderr
+    data = load_bundle(out).manifest.training["adapt"]["data"]
+    assert data["rows"] == 80 and data["file"] == f"corrections store {target}"

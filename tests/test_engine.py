@@ -101,7 +101,8 @@ def test_batch_overhead_is_measured_once(tiny_bundle: Bundle) -> None:
     assert model.batch_overhead_tokens == first and len(calls) == measured
 
 
-def test_truncation_is_reported(clf: Classifier) -> None:
+def test_truncation_is_reported(tiny_bundle: Bundle) -> None:
+    clf = qinggan.load(tiny_bundle.path, threads=1, long_texts="truncate")
     long, short = clf.predict(["好" * 1000, "好"])
     assert long.truncated and not short.truncated
 

@@ -154,7 +154,8 @@ def test_cli_predict(ensemble_dir: Path) -> None:
 
 
 def test_served_over_http(ensemble_dir: Path) -> None:
-    with ServerProcess(ensemble_dir) as server, server.client() as client:
+    truncating = {"QINGGAN_LONG_TEXTS": "truncate"}
+    with ServerProcess(ensemble_dir, env=truncating) as server, server.client() as client:
         one = client.post("/analyze", json={"text": "服务很好"}).json()
         many = client.post("/v1/analyze", json={"texts": TEXTS}).json()["results"]
         info = client.get("/info").json()

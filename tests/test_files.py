@@ -265,7 +265,8 @@ def test_checkpoint_seconds_come_from_the_environment(monkeypatch: pytest.Monkey
         ScoreOptions()
 
 
-def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, clf: Classifier) -> None:
+def test_too_long_texts_are_errors_with_fail_long(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    clf = load(tiny_bundle.path, threads=1, long_texts="truncate")
     src = write_input(tmp_path / "in.txt", [{"text": "好" * 500}, {"text": "差"}], "txt")
     out = tmp_path / "out.jsonl"
     score_file(str(src), str(out), LocalScorer(clf), ScoreOptions(fail_long=True, progress=False))
@@ -373,6 +374,19 @@ def test_resume_refuses_a_changed_input_or_options(tmp_path: Path, scorer: Local
     assert score_file(str(src), str(out), scorer, fresh).rows == 101
     with pytest.raises(ResumeError, match="nothing to resume"):
         score_file(str(src), str(out), scorer, ScoreOptions(resume=True, progress=False))
+
+
+def test_resume_refuses_another_long_text_mode(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    """Rows cut and rows read in windows must not end up in one output."""
+    src = write_input(tmp_path / "in.csv", rows_of(TEXTS * 20), "csv")
+    out = tmp_path / "out.csv"
+    options = ScoreOptions(chunk_size=10, progress=False, checkpoint_seconds=0)
+    windowed = LocalScorer(load(tiny_bundle.path, threads=1, long_texts="window"))
+    with pytest.raises(Interrupt):
+        score_file(str(src), str(out), windowed, options, on_progress=interrupt_after(30))
+    cut = LocalScorer(load(tiny_bundle.path, threads=1, long_texts="truncate"))
+    with pytest.raises(ResumeError, match="long_texts"):
+        score_file(str(src), str(out), cut, options)
 
 
 def test_killed_cli_run_resumes(tmp_path: Path, tiny_bundle: Bundle) -> None:

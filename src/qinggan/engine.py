@@ -22,8 +22,9 @@ import onnxruntime as ort
 from .bundle import Bundle, load_bundle, resolve_model
 from .errors import BundleError
 from .planning import measure_batch_overhead, plan_batches, split_for_padding
-from .settings import LoadOptions, env_flag
-from .tokenization import Encoded, TextEncoder
+from .settings import LoadOptions, env_flag, env_long_texts
+from .tokenization import TextEncoder
+from .windows import has_windows, infer_windowed, window_long_texts
 
 if TYPE_CHECKING:
     from .ensemble import Ensemble
@@ -52,15 +53,19 @@ class Prediction:
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    windows: int = 1  # > 1: a long text read whole in this many windows (qinggan.windows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "label": self.label,
             "label_zh": self.label_zh,
             "confidence": round(self.confidence, 4),
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "truncated": self.truncated,
         }
+        if self.windows > 1:
+            out["windows"] = self.windows
+        return out
 
 
 def session_options(threads: int, spinning: bool | None = None) -> ort.SessionOptions:
@@ -110,6 +115,7 @@ class Predictor:
         self.bundle = bundle
         self.options = options
         self.truncate = options.truncate
+        self.long_texts = options.long_texts or env_long_texts()
         self.batch_size = options.batch_size
         self.max_batch_tokens = options.max_batch_tokens
         self.labels: tuple[str, ...] = manifest.labels
@@ -121,8 +127,11 @@ class Predictor:
     def name(self) -> str:
         return self.bundle.name
 
-    def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
-        """Tokenise texts; :class:`TextTooLongError` if truncation is off and one is too long."""
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> Sequence[Any]:
+        """Tokenise texts; :class:`TextTooLongError` if truncation is off and one is too long.
+
+        Long texts become windows when ``long_texts`` is ``"window"`` and ``windows`` is true.
+        """
         raise NotImplementedError
 
     def infer(self, batch: Sequence[Any]) -> np.ndarray:
@@ -140,6 +149,7 @@ class Predictor:
                     confidence=float(row[best]),
                     scores={label: float(p) for label, p in zip(self.labels, row, strict=True)},
                     truncated=enc.truncated,
+                    windows=enc.windows,
                 )
             )
         return out
@@ -197,6 +207,7 @@ class Predictor:
             "display_labels": list(m.display_labels),
             "max_length": m.max_length,
             "truncate": self.truncate,
+            "long_texts": self.long_texts,
             "threads": self.threads,
             "source": m.source,
             "metrics": m.metrics,
@@ -251,10 +262,15 @@ class Classifier(Predictor):
             )
         return names
 
-    def tokenize(self, texts: Sequence[str]) -> list[Encoded]:
-        return self.encoder.encode(texts, truncate=self.truncate)
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> Sequence[Any]:
+        encoded = self.encoder.encode(texts, truncate=self.truncate)
+        if windows and self.long_texts == "window":  # long texts become qinggan.windows.Windowed
+            return window_long_texts(self.encoder, texts, encoded)
+        return encoded
 
-    def infer(self, batch: Sequence[Encoded]) -> np.ndarray:
+    def infer(self, batch: Sequence[Any]) -> np.ndarray:
+        if has_windows(batch):  # the windows go through the batch planner, then aggregate
+            return infer_windowed(self.probabilities, batch)
         ids, mask = self.encoder.pad(batch)
         feeds = {"input_ids": ids}
         if "attention_mask" in self._input_names:
@@ -285,11 +301,13 @@ def load(model: str | os.PathLike[str] | None = None, **options: Any) -> Predict
     ``model`` is a bundle directory or a built-in name (``accurate``, ``fast``, ...); ``None``
     picks ``$QINGGAN_MODEL`` or the default built-in model. The keyword arguments are the
     fields of :class:`~qinggan.settings.LoadOptions` (``variant``, ``threads``,
-    ``truncate``, ``verify``, ``batch_size``, ``max_batch_tokens``, ``spinning``), with
-    its defaults and meanings: ``truncate=False`` makes over-long texts raise
-    :class:`~qinggan.errors.TextTooLongError` instead of being cut to the model's
-    ``max_length`` tokens; ``verify`` checks the sha256 of every file the chosen variant
-    reads (not the variants it leaves unused).
+    ``truncate``, ``verify``, ``batch_size``, ``max_batch_tokens``, ``spinning``,
+    ``long_texts``), with its defaults and meanings: ``long_texts="window"`` (the default)
+    reads texts over the model's ``max_length`` tokens whole, in overlapping windows whose
+    answers are aggregated (:mod:`qinggan.windows`), ``"truncate"`` cuts them;
+    ``truncate=False`` makes over-long texts raise
+    :class:`~qinggan.errors.TextTooLongError` instead; ``verify`` checks the sha256 of
+    every file the chosen variant reads (not the variants it leaves unused).
     """
     return load_with(model, LoadOptions(**options))
 

@@ -27,17 +27,22 @@ from .engine import Classifier, Predictor, default_threads, softmax
 from .errors import BundleError
 from .settings import LoadOptions
 from .tokenization import Encoded
+from .windows import Windowed
 
 
 @dataclass(frozen=True, slots=True)
 class EnsembleEncoded:
     """One text as each member tokenised it."""
 
-    parts: tuple[Encoded, ...]
+    parts: tuple[Encoded | Windowed, ...]
     truncated: bool
 
     def __len__(self) -> int:  # the batch budget follows the longest member encoding
         return max(len(p) for p in self.parts)
+
+    @property
+    def windows(self) -> int:  # each member windows a long text by its own max_length
+        return max(p.windows for p in self.parts)
 
 
 class Ensemble(Predictor):
@@ -63,7 +68,13 @@ class Ensemble(Predictor):
             variant = options.variant if options.variant in member.manifest.models else None
             self.members.append(
                 Classifier(
-                    member, dataclasses.replace(options, variant=variant, threads=self.threads)
+                    member,
+                    dataclasses.replace(
+                        options,
+                        variant=variant,
+                        threads=self.threads,
+                        long_texts=self.long_texts,
+                    ),
                 )
             )
         weights = np.array([float(m.get("weight", 1.0)) for m in bundle.manifest.members])
@@ -75,8 +86,8 @@ class Ensemble(Predictor):
         )
         self.variant = "+".join(m.variant for m in self.members)
 
-    def tokenize(self, texts: Sequence[str]) -> list[EnsembleEncoded]:
-        per_member = [m.tokenize(texts) for m in self.members]
+    def tokenize(self, texts: Sequence[str], *, windows: bool = True) -> list[EnsembleEncoded]:
+        per_member = [m.tokenize(texts, windows=windows) for m in self.members]
         return [
             EnsembleEncoded(parts, any(p.truncated for p in parts))
             for parts in zip(*per_member, strict=True)

@@ -88,6 +88,11 @@ INVALID_TEXT = ErrorKind(
     "invalid_text",
     "`text` (or `texts`) missing, a text not a string, empty or whitespace only; `texts` is `[]`",
 )
+INVALID_LABEL = ErrorKind(
+    400,
+    "invalid_label",
+    "`/v1/feedback`: `label` (or `predicted`) missing or not one of the model's labels",
+)
 INVALID_HTTP = ErrorKind(
     400, "invalid_http", "the bytes are not an HTTP/1.1 request (the connection is closed)"
 )
@@ -104,6 +109,9 @@ ADMIN_DISABLED = ErrorKind(
     "routes need one",
 )
 NOT_FOUND = ErrorKind(404, "not_found", "no such route")
+FEEDBACK_OFF = ErrorKind(
+    404, "feedback_off", "`/v1/feedback*` on a server started without `--feedback-db`"
+)
 METHOD_NOT_ALLOWED = ErrorKind(
     405,
     "method_not_allowed",
@@ -173,15 +181,24 @@ UNHEALTHY = ErrorKind(
 NOT_READY = ErrorKind(
     503, "not_ready", "from `/ready`: the model is not loaded and warmed yet", RETRY_AFTER_S
 )
+FEEDBACK_UNAVAILABLE = ErrorKind(
+    503,
+    "feedback_unavailable",
+    "the corrections store cannot commit or read right now (disk full, read-only, database "
+    "down); nothing was stored, and analyses are not affected",
+    RETRY_AFTER_S,
+)
 TIMEOUT = ErrorKind(504, "timeout", "the request waited longer than `request_timeout_s`")
 
 # In order of status; the first kind of each status is its default (see kind_for_status).
 ERROR_TABLE: tuple[ErrorKind, ...] = (
     INVALID_TEXT,
+    INVALID_LABEL,
     INVALID_HTTP,
     UNAUTHORIZED,
     ADMIN_DISABLED,
     NOT_FOUND,
+    FEEDBACK_OFF,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
     RELOAD_IN_PROGRESS,
@@ -199,6 +216,7 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     OVERLOADED,
     UNHEALTHY,
     NOT_READY,
+    FEEDBACK_UNAVAILABLE,
     TIMEOUT,
 )
 

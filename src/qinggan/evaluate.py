@@ -307,6 +307,7 @@ def run_eval(
     threads: int | None = None,
     limit: int | None = None,
     as_json: bool = False,
+    long_texts: str | None = None,
 ) -> Report:
     """The ``qinggan eval`` command: score, print a table (``as_json``: the JSON report),
     write the requested files."""
@@ -316,7 +317,7 @@ def run_eval(
     from .engine import load
 
     inputs = expand_inputs(data)
-    clf = load(model, variant=variant, threads=threads)
+    clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
     sets: dict[str, list[Example]] = {}
     for name, path in inputs:
         if len(clf.labels) == 2:

@@ -32,7 +32,8 @@ class Model(Protocol):
         ...
 
     def tokenize(self, texts: Sequence[str]) -> Sequence[Any]:
-        """Encode texts; each item has ``len()`` (its tokens) and ``truncated``."""
+        """Encode texts; each item has ``len()`` (its tokens), ``truncated`` and ``windows``
+        (more than 1 for a long text read whole, :mod:`qinggan.windows`)."""
         ...
 
     def infer(self, batch: Sequence[Any]) -> np.ndarray:

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from .errors import MissingExtraError, QingganError
 from .files import model_identity, score_texts
+from .settings import env_long_texts
 
 if TYPE_CHECKING:
     import ray.data
@@ -72,10 +73,11 @@ class BatchScorer:
         threads: int = 1,
         prefix: str = "",
         fail_long: bool = False,
+        long_texts: str | None = None,
     ) -> None:
         from .engine import load
 
-        self.clf = load(model, variant=variant, threads=threads)
+        self.clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
         self.text_column = text_column
         self.prefix = prefix
         self.fail_long = fail_long
@@ -123,6 +125,7 @@ def score_dataset(
     variant: str | None = None,
     prefix: str = "",
     fail_long: bool = False,
+    long_texts: str | None = None,
 ) -> ray.data.Dataset:
     """Add prediction columns to every row of ``ds`` (lazily, like any Ray Data transform).
 
@@ -156,6 +159,7 @@ def score_dataset(
             "threads": threads,
             "prefix": prefix,
             "fail_long": fail_long,
+            "long_texts": long_texts or env_long_texts(),  # the driver's $QINGGAN_LONG_TEXTS
         },
         batch_format="pyarrow",
         batch_size=batch_size,
@@ -179,6 +183,7 @@ class RayChunkScorer:
         variant: str | None = None,
         threads: int = 1,
         concurrency: int | None = None,
+        long_texts: str | None = None,
     ) -> None:
         ray = require_ray()
         from .bundle import resolve_model
@@ -191,7 +196,9 @@ class RayChunkScorer:
             ray.init(include_dashboard=False, logging_level=logging.ERROR)
         size = _pool_size(ray, concurrency, threads)
         actor = ray.remote(num_cpus=threads)(BatchScorer)
-        self.actors = [actor.remote(spec, variant=variant, threads=threads) for _ in range(size)]
+        options = {"variant": variant, "threads": threads}
+        options["long_texts"] = long_texts or env_long_texts()  # the driver's environment
+        self.actors = [actor.remote(spec, **options) for _ in range(size)]
         # Ask an actor what it loaded: labels and identity exactly as the local engine sees them.
         self._identity, labels = self._get(self.actors[0].describe.remote())
         self.labels: tuple[str, ...] = tuple(labels)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import QingganError
+from .feedback.store import check_target, redact
 from .options import below_min, field_of, option, same_as
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 ENV_PREFIX = "QINGGAN_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 VARIANTS = ("int8", "fp32")
+LONG_TEXTS = ("window", "truncate")
+# Read whole: on the shared test reviews over the limit, windows are as accurate as cutting
+# for every built-in (bench/longtext.py, docs/model.md "Long texts").
+DEFAULT_LONG_TEXTS = "window"
 REDACTED = "***"
 CHECKPOINT_EVERY_S = 1.0  # how often file scoring saves its checkpoint (0: every chunk)
 
@@ -46,7 +51,9 @@ class LoadOptions:
     )
     threads: int | None = option(None, "ONNX Runtime threads (default: all cores).", min=1)
     truncate: bool = option(
-        True, "Cut texts over the model's token limit (--no-truncate: fail on them)."
+        True,
+        "Take texts over the model's token limit, read as --long-texts says "
+        "(--no-truncate: fail on them).",
     )
     verify: bool = option(True, "Check the sha256 of every file the chosen variant reads.")
     batch_size: int = option(32, "Most texts per model batch.", setting="max_batch_size", min=1)
@@ -57,11 +64,19 @@ class LoadOptions:
         "on small CPUs.",
         setting="ort_spinning",
     )  # None: $QINGGAN_ORT_SPINNING if set, else ONNX Runtime's default (on)
+    long_texts: str | None = option(
+        None,
+        "Texts over the model's token limit: window (read whole, in overlapping windows whose "
+        "answers are aggregated) or truncate (cut). Default: $QINGGAN_LONG_TEXTS, else window.",
+        choices=LONG_TEXTS,
+    )  # None: env_long_texts()
 
     def __post_init__(self) -> None:
         problems = below_min(self)
-        if self.variant is not None and self.variant not in VARIANTS:
-            problems.append(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        for name in ("variant", "long_texts"):
+            allowed, value = field_of(LoadOptions, name).metadata["choices"], getattr(self, name)
+            if value is not None and value not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if problems:
             raise SettingsError("invalid load options: " + "; ".join(problems))
 
@@ -104,6 +119,15 @@ class Settings:
     # Off for the server: on 2 cores, ONNX Runtime threads busy-waiting between calls take
     # the CPU the event loop needs (bench/findings.md: +24-66% req/s at 16-64 clients).
     ort_spinning: bool = same_as(LoadOptions, "spinning", False)
+    long_texts: str | None = same_as(LoadOptions, "long_texts")
+    # Off by default: the service keeps no user text unless asked. A URL may hold a
+    # password, so the value stays out of repr and is redacted in logs.
+    feedback_db: str | None = option(
+        None,
+        "Store corrections (POST /v1/feedback) in this SQLite file or postgresql:// URL "
+        "(default: off).",
+        secret=True,
+    )
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -158,6 +182,8 @@ class Settings:
         if data["api_key"] is not None:
             data["api_key"] = REDACTED
         data["cors_origins"] = list(self.cors_origins)
+        if self.feedback_db is not None:
+            data["feedback_db"] = redact(self.feedback_db)
         return data
 
 
@@ -169,13 +195,18 @@ def _problems(s: Settings) -> list[str]:
     for name in ("request_timeout_s", "read_timeout_s"):
         if not getattr(s, name) > 0:
             problems.append(f"{name} must be > 0, got {getattr(s, name)}")
-    for name in ("log_level", "variant"):
+    for name in ("log_level", "variant", "long_texts"):
         allowed = field_of(Settings, name).metadata["choices"]
         value = getattr(s, name)
         if value is not None and value not in allowed:
             problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if s.api_key is not None and not s.api_key.strip():
         problems.append("api_key must not be blank (leave it unset to turn auth off)")
+    if s.feedback_db is not None:
+        try:
+            check_target(s.feedback_db)
+        except QingganError as exc:
+            problems.append(f"feedback_db: {exc}")
     return problems
 
 
@@ -196,6 +227,16 @@ def env_flag(field_name: str) -> bool | None:
 def env_model() -> str | None:
     """``$QINGGAN_MODEL``: the model to load when none is named (``None``: unset or blank)."""
     return os.environ.get(env_name("model"), "").strip() or None
+
+
+def env_long_texts() -> str:
+    """``$QINGGAN_LONG_TEXTS`` (``window`` or ``truncate``), else :data:`DEFAULT_LONG_TEXTS`:
+    how ``qinggan.load`` reads texts over the model's token limit when not told."""
+    variable = env_name("long_texts")
+    raw = os.environ.get(variable, "").strip().lower()
+    if raw and raw not in LONG_TEXTS:
+        raise SettingsError(f"{variable} must be one of {', '.join(LONG_TEXTS)}, got {raw!r}")
+    return raw or DEFAULT_LONG_TEXTS
 
 
 def checkpoint_seconds() -> float:

@@ -29,6 +29,10 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def windows(self) -> int:  # a text read in one piece (see qinggan.windows.Windowed)
+        return 1
+
 
 class TextEncoder:
     """Tokenises texts for one bundle."""
@@ -44,6 +48,8 @@ class TextEncoder:
         self.max_length = max_length
         self.prefix = prefix
         self.pad_id = self._find_pad_id(tokenizer)
+        self._whole: Tokenizer | None = None  # an untruncated copy, made for the first long text
+        self.overhead_tokens = len(tokenizer.encode(prefix, add_special_tokens=True).ids)
 
     @staticmethod
     def _find_pad_id(tokenizer: Tokenizer) -> int:
@@ -72,6 +78,21 @@ class TextEncoder:
             return len(self._tokenizer.encode(text).ids)
         finally:
             self._tokenizer.enable_truncation(max_length=self.max_length)
+
+    def content_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Code point spans in ``text`` of all its tokens, untruncated, without special or
+        prefix tokens (what :mod:`qinggan.windows` cuts long texts by)."""
+        if self._whole is None:
+            whole = Tokenizer.from_str(self._tokenizer.to_str())
+            whole.no_truncation()
+            self._whole = whole
+        encoding = self._whole.encode(self.prefix + text, add_special_tokens=False)
+        shift = len(self.prefix)
+        return [
+            (max(0, begin - shift), end - shift)
+            for begin, end in encoding.offsets
+            if end > shift and end > begin
+        ]
 
     def pad(self, batch: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """Stack ``batch`` into ``input_ids`` and ``attention_mask``, padded to its longest."""

@@ -14,7 +14,10 @@ from .errors import AdaptError
 class AdaptOptions:
     """What one adapt run reads, writes and may spend."""
 
-    data: str = option(help="Labelled texts: CSV, TSV, JSON Lines or Parquet (.gz ok).")
+    data: str = option(
+        help="Labelled texts: CSV, TSV, JSON Lines or Parquet (.gz ok), or a corrections store "
+        "(a SQLite file or postgresql:// URL, as given to serve --feedback-db)."
+    )
     out: str = option(help="Directory to write the adapted bundle into.", short="-o", env=False)
     base: str = option("accurate", help="The model to adapt: a built-in name or a bundle.")
     minutes: float = option(

@@ -310,3 +310,33 @@ def label_indexes(
             )
         out.append((str(text), index[name]))  # type: ignore[index]
     return out
+
+
+STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def is_store(target: str) -> bool:
+    """Whether ``target`` names a corrections store (``qinggan serve --feedback-db``) rather
+    than a file of rows: a PostgreSQL URL, a ``sqlite://`` URL or a SQLite file."""
+    lowered = target.lower()
+    return lowered.startswith(("postgres://", "postgresql://", "sqlite://")) or lowered.endswith(
+        STORE_SUFFIXES
+    )
+
+
+def read_source(
+    target: str,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> Labelled:
+    """Labelled rows from a file (:func:`read_labelled`) or a corrections store, whose
+    ``(text, label)`` pairs go through the same checks (:func:`from_pairs`)."""
+    if not is_store(target):
+        return read_labelled(
+            target, text_column=text_column, label_column=label_column, labels=labels
+        )
+    from ..feedback import iter_corrections
+
+    return from_pairs(iter_corrections(target), labels, where="correction")

@@ -24,7 +24,7 @@ from ..ensemble import mix, sharpen
 from ..settings import LoadOptions
 from .budget import Budget
 from .config import AdaptOptions
-from .data import Labelled, Row, read_labelled, split
+from .data import Labelled, Row, is_store, read_source, split
 from .features import FeatureExtractor
 from .methods import (
     HEAD_REPLAY_SHARE,
@@ -264,7 +264,7 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
     notes: list[str] = []
     with Budget(opts.minutes, STEPS, enabled=progress) as budget:
         budget.step("reading the data")
-        data = read_labelled(opts.data, text_column=opts.text_column,
+        data = read_source(opts.data, text_column=opts.text_column,
                              label_column=opts.label_column, labels=opts.labels)  # fmt: skip
         train, val = split(data, opts.val_fraction, opts.seed)
         parts = Parts()
@@ -329,6 +329,15 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
     return Result(out, chosen, others, report, notes, time.perf_counter() - started)
 
 
+def _source_name(target: str) -> str:
+    """What the manifest says the data was: a file's name, or the store (no password)."""
+    if is_store(target):
+        from ..feedback import redact
+
+        return f"corrections store {redact(target)}"
+    return Path(target).name
+
+
 def _no_replay_note(opts: AdaptOptions, labels: tuple[str, ...]) -> str:
     if not opts.data_dir:
         return "no --data-dir: adapted on your rows alone (no replay, no ChnSentiCorp check)"
@@ -378,7 +387,7 @@ def manifest_fields(opts: AdaptOptions, base: Bundle, data: Labelled, parts: Par
             "adapt": {
                 "command": "qinggan adapt",
                 "data": {
-                    "file": Path(opts.data).name,
+                    "file": _source_name(opts.data),
                     "sha256": data.sha256,
                     "rows": len(data.rows),
                     "per_label": data.counts(),

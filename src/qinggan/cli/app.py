@@ -128,6 +128,7 @@ def dataclass_options(
 ModelOption = Annotated[str | None, typer_option(Settings, "model")[2]]
 VariantOption = Annotated[str | None, typer_option(LoadOptions, "variant")[2]]
 ThreadsOption = Annotated[int | None, typer_option(LoadOptions, "threads")[2]]
+LongTextsOption = Annotated[str | None, typer_option(LoadOptions, "long_texts")[2]]
 
 
 def pick_model(option: str | None, positional: list[str]) -> tuple[str | None, list[str]]:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from .app import ModelOption, ThreadsOption, VariantOption, app, pick_model
+from .app import LongTextsOption, ModelOption, ThreadsOption, VariantOption, app, pick_model
 
 
 @app.command(name="eval")
@@ -38,6 +38,7 @@ def evaluate_command(
     ] = None,
     variant: VariantOption = None,
     threads: ThreadsOption = None,
+    long_texts: LongTextsOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Score at most N texts per file.")
     ] = None,
@@ -51,4 +52,5 @@ def evaluate_command(
     run_eval(
         name, data, baseline=baseline, json_out=output, markdown_out=markdown_out,
         plot=plot, variant=variant, threads=threads, limit=limit, as_json=as_json,
+        long_texts=long_texts,
     )  # fmt: skip

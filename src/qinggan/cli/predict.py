@@ -21,7 +21,7 @@ Engine = Literal["local", "ray"]
 
 
 @app.command()
-@dataclass_options(LoadOptions, ("variant", "threads", "truncate"))
+@dataclass_options(LoadOptions, ("variant", "threads", "truncate", "long_texts"))
 def predict(
     texts: Annotated[
         list[str] | None,
@@ -128,7 +128,11 @@ def _file_scorer(
         from ..scale import RayChunkScorer
 
         return RayChunkScorer(
-            model, variant=options.variant, threads=options.threads or 1, concurrency=concurrency
+            model,
+            variant=options.variant,
+            threads=options.threads or 1,
+            concurrency=concurrency,
+            long_texts=options.long_texts,
         )
     from ..engine import load_with
     from ..files import LocalScorer

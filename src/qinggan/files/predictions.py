@@ -60,7 +60,7 @@ def score_texts(
     truncated: list[bool | None] = [None] * n
     for i, pred in zip(ok, preds, strict=True):
         truncated[i] = pred.truncated
-        if fail_long and pred.truncated:
+        if fail_long and (pred.truncated or pred.windows > 1):  # too long: cut or windowed
             errors[i] = f"text is longer than the model's limit of {clf.max_length} tokens"
             continue
         label[i] = pred.label
@@ -97,9 +97,13 @@ class ChunkScorer(Protocol):
 def model_identity(model: Model) -> dict[str, Any]:
     """What identifies a loaded model for the resume fingerprint: its name, the variant
     it runs and its sha256 (the graph's, or an ensemble manifest's, which pins every
-    member's files), as :meth:`~qinggan.interface.Model.info` reports them."""
+    member's files), and how it reads long texts (cut or windows: a resumed run must not
+    mix the two), as :meth:`~qinggan.interface.Model.info` reports them."""
     info = model.info()
-    return {"model": info["name"], "variant": info["variant"], "sha256": info["sha256"]}
+    identity = {"model": info["name"], "variant": info["variant"], "sha256": info["sha256"]}
+    if info.get("long_texts") is not None:
+        identity["long_texts"] = info["long_texts"]
+    return identity
 
 
 class LocalScorer:

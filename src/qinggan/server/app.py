@@ -83,7 +83,10 @@ def create_app(
     )
     app.state.service = service
     for route in ROUTES:
-        _register(app, route, documented=not route.admin or settings.api_key is not None)
+        needed = route.needs is None or getattr(settings, route.needs) is not None
+        _register(
+            app, route, documented=needed and (not route.admin or settings.api_key is not None)
+        )
     _mount_static(app)
     install_error_handlers(app)
     _add_middleware(app, settings, service)

@@ -29,6 +29,7 @@ from ..errors import (
     UNHEALTHY,
 )
 from .errors import ApiError, json_response
+from .feedback import STATS_DOCS, STORE_DOCS, correction_stats, store_correction
 from .requests import check_text, check_texts, read_object
 from .schemas import (
     ANALYZE_ERRORS,
@@ -61,7 +62,7 @@ def service_of(request: Request) -> Service:
 def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
     """One result: the original service's fields first, then ours."""
     d = prediction.to_dict()
-    return {
+    out = {
         "label": d["label"],
         "confidence": d["confidence"],
         "text": text,
@@ -69,6 +70,9 @@ def result_dict(text: str, prediction: Prediction) -> dict[str, Any]:
         "scores": d["scores"],
         "truncated": d["truncated"],
     }
+    if prediction.windows > 1:  # a long text read whole; short texts answer as before
+        out["windows"] = prediction.windows
+    return out
 
 
 def timing_headers(timings: dict[str, float], started: float) -> dict[str, str]:
@@ -129,6 +133,7 @@ async def info(request: Request) -> Response:
             "limits": service.limits(),
             "batching": {"call_overhead_tokens": service.call_overhead_tokens()},
             "auth": service.settings.api_key is not None,
+            "feedback": service.feedback is not None,
             "ready": service.ready,
             "reloads": service.reloads,
         }
@@ -174,7 +179,8 @@ class Route:
 
     ``summary=None`` keeps a route out of the OpenAPI schema; ``hidden_methods`` are served
     but not documented (HEAD on the probes, for load balancers). ``admin`` routes need the
-    API key and answer 403 on a server without one, so only a keyed server documents them.
+    API key and answer 403 on a server without one, so only a keyed server documents them;
+    likewise a route that ``needs`` a setting is documented only where it is set.
     """
 
     path: str
@@ -184,6 +190,7 @@ class Route:
     hidden_methods: tuple[str, ...] = ()
     openapi: dict[str, Any] = field(default_factory=dict)
     admin: bool = False
+    needs: str | None = None  # a setting without which /docs leaves the route out
 
 
 def _analyze_docs(request: type[Any], result: type[Any]) -> dict[str, Any]:
@@ -207,6 +214,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/metrics", metrics, summary="Prometheus metrics"),
     Route("/v1/admin/reload", reload, ("POST",), "Reload the configured model without downtime",
           openapi={"responses": error_responses(*RELOAD_ERRORS)}, admin=True),
+    Route("/v1/feedback", store_correction, ("POST",), "Store a correction (the latest wins)",
+          openapi=STORE_DOCS, needs="feedback_db"),
+    Route("/v1/feedback/stats", correction_stats, summary="Corrections: count, per label, since",
+          openapi=STATS_DOCS, needs="feedback_db"),
     Route("/", index),
     Route("/docs", docs),
 )  # fmt: skip

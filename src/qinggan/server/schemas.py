@@ -43,6 +43,11 @@ class AnalyzeResult(BaseModel):
     label_zh: str = Field(examples=["正面"])
     scores: dict[str, float]
     truncated: bool = Field(description="True if the text was cut to the model's token limit.")
+    windows: int | None = Field(
+        None,
+        description="Present when a text over the model's token limit was read whole: "
+        "the number of windows it was scored in (long_texts=window).",
+    )
 
 
 class BatchResult(BaseModel):

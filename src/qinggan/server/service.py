@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from ..batching import Batcher, BatchError, ClientGone, EngineUnavailable
 from ..errors import OVERLOADED, RELOAD_FAILED, RELOAD_IN_PROGRESS, UNAVAILABLE, QingganError
+from ..feedback.worker import StoreWorker
 from ..interface import Model
 from ..metrics import Metrics
 from ..settings import Settings
@@ -73,11 +74,14 @@ class Service:
         self._loader = loader or self._load_configured
         self._reloading = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.feedback = StoreWorker.configured(settings.feedback_db, self.metrics.registry)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load (unless given), calibrate and warm up the model; then the service is ready."""
+        if self.feedback is not None:
+            await self.feedback.open()
         model = self._given
         if model is None:
             model = await asyncio.to_thread(self._loader)
@@ -127,6 +131,8 @@ class Service:
         async with self._reloading:  # a reload under way finishes (or fails) first
             if self.serving is not None:
                 await self.serving.batcher.close()
+        if self.feedback is not None:
+            await self.feedback.close()
 
     async def reload(self) -> dict[str, Any]:
         """Load the configured model afresh, warm it up, swap it in; the old one drains.

@@ -23,7 +23,7 @@ const charLength = (text) => Array.from(text).length;
 
 const percent = (confidence) => `${(confidence * 100).toFixed(1)}%`;
 
-function labelInfo(label, labelZh) {
+export function labelInfo(label, labelZh) {
   const known = LABELS[label];
   return {
     emoji: known ? known.emoji : "🤔",
@@ -34,11 +34,16 @@ function labelInfo(label, labelZh) {
 }
 
 /** An element with optional class and text (never HTML). */
-function el(tag, className, text) {
+export function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** Hook for add-ons such as feedback.js: a ``qinggan:NAME`` event on the document. */
+function notify(name, detail) {
+  document.dispatchEvent(new CustomEvent(`qinggan:${name}`, { detail }));
 }
 
 function showAlert(box, message) {
@@ -66,7 +71,7 @@ function apiKey() {
 }
 
 /** Call the API; resolve to the JSON body or throw an ApiError with a user-facing message. */
-async function api(path, body) {
+export async function api(path, body) {
   const headers = { Accept: "application/json" };
   const key = apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -97,7 +102,7 @@ async function api(path, body) {
 }
 
 /** A clear, bilingual explanation of an API error. */
-function describeError(error) {
+export function describeError(error) {
   if (!(error instanceof ApiError)) return `出错了 Something went wrong: ${error}`;
   const detail = error.message ? ` (${error.message})` : "";
   switch (error.status) {
@@ -152,7 +157,9 @@ async function loadInfo() {
   const status = $("server-status");
   const text = $("server-status-text");
   try {
-    applyInfo(await api("info"));
+    const info = await api("info");
+    applyInfo(info);
+    notify("info", info);
     status.dataset.state = "ok";
     text.textContent = "服务就绪 Ready";
   } catch (error) {
@@ -191,6 +198,7 @@ function renderResult(text, prediction) {
   note.textContent = prediction.truncated ? "文本超过模型长度，已截断后分析。Input was truncated to the model's length limit." : "";
   $("result-text").textContent = text;
   box.hidden = false;
+  notify("result", { text, prediction, element: box });
 }
 
 async function analyzeSingle(event) {
@@ -252,7 +260,7 @@ function addHistory(text, prediction) {
   renderHistory();
 }
 
-function renderHistory() {
+export function renderHistory() {
   const items = readHistory();
   const list = $("history-list");
   list.replaceChildren(...items.map((item) => {
@@ -276,6 +284,7 @@ function renderHistory() {
       meta.append(time);
     }
     row.append(button, meta);
+    notify("history-item", { text: item.text, prediction: item, element: row });
     return row;
   }));
   $("history-empty").hidden = items.length > 0;
