@@ -90,6 +90,7 @@ def run_adapt(rows: list[dict[str, str]], out: Path, data_dir: str, seed: int) -
         "method": adapt["chosen"]["method"],
         "weights": adapt["chosen"]["weights"],
         "held_out_accuracy": adapt["chosen"].get("held_out_accuracy"),
+        "tried": adapt["tried"],
         "chnsenticorp_base": (general.get("base") or {}).get("accuracy"),
         "chnsenticorp_adapted": (general.get("adapted") or {}).get("accuracy"),
     }
