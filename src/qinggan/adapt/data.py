@@ -177,7 +177,7 @@ def check_utf8(path: Path, compressed: bool) -> None:
     opener = gzip.open if compressed else open
     offset = 0
     try:
-        with opener(path, "rb") as fh:  # type: ignore[operator]
+        with opener(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 decoder.decode(block)
                 offset += len(block)
@@ -308,7 +308,7 @@ def label_indexes(
                 f"{where} row {number}: label {value!r} is not one of the model's "
                 f"({', '.join(names)})"
             )
-        out.append((str(text), index[name]))  # type: ignore[index]
+        out.append((str(text), index[name]))
     return out
 
 

@@ -52,7 +52,7 @@ def find_features(graph: onnx.GraphProto) -> str:
         if node is None:
             break
         if node.op_type not in HEAD_OPS:
-            return name
+            return str(name)
         computed = [i for i in node.input if i and i not in constants and i in producers]
         if not computed:
             break
@@ -61,7 +61,8 @@ def find_features(graph: onnx.GraphProto) -> str:
 
 
 def load_graph(path: Path) -> onnx.ModelProto:
-    return _onnx().load(str(path))
+    model: onnx.ModelProto = _onnx().load(str(path))
+    return model
 
 
 def feature_session(model: onnx.ModelProto, threads: int) -> tuple[Any, str]:

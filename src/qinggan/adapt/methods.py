@@ -41,7 +41,8 @@ class Head:
     bias: np.ndarray  # [labels]
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return features.astype(np.float64) @ self.weight + self.bias
+        logits: np.ndarray = features.astype(np.float64) @ self.weight + self.bias
+        return logits
 
 
 @dataclass

@@ -33,7 +33,8 @@ class NgramFit:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         x = self.vectorizer.transform(encode(self.tokenizer, texts))
-        return np.asarray(x @ self.coef) + self.intercept
+        logits: np.ndarray = np.asarray(x @ self.coef) + self.intercept
+        return logits
 
 
 def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
