@@ -33,7 +33,7 @@ DEFAULT_BUILTIN = "accurate"
 MODEL_ENV = env_name("model")  # read by settings.env_model
 
 # Canonical sentiment labels and their Chinese display names.
-DISPLAY_NAMES = {"Negative": "负面", "Positive": "正面"}
+DISPLAY_NAMES = {"Negative": "负面", "Positive": "正面", "Neutral": "中性"}
 
 
 @dataclass(frozen=True)

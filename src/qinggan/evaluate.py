@@ -42,9 +42,9 @@ class Metrics:
     reliability: list[dict[str, float]] = field(default_factory=list)
 
 
-def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+def macro_f1(labels: np.ndarray, preds: np.ndarray, classes: int = 2) -> float:
     scores = []
-    for cls in (0, 1):
+    for cls in range(classes):
         tp = int(((preds == cls) & (labels == cls)).sum())
         fp = int(((preds == cls) & (labels != cls)).sum())
         fn = int(((preds != cls) & (labels == cls)).sum())
@@ -90,6 +90,39 @@ def compute_metrics(
         metrics.ece, metrics.reliability = reliability_bins(y, p)
         eps = 1e-12
         metrics.nll = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+    return metrics
+
+
+def probs_metrics(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> Metrics:
+    """Metrics of any number of labels from gold label indexes and ``[n, labels]``
+    probabilities: N x N confusion, macro-F1 over every label, ECE of the predicted label's
+    confidence (15 bins from 1/N to 1; for two labels the same as :func:`compute_metrics`)."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if len(y) == 0:
+        raise QingganError("no texts to evaluate")
+    k = p.shape[1]
+    preds = p.argmax(axis=1)
+    confusion = [[int(((y == t) & (preds == q)).sum()) for q in range(k)] for t in range(k)]
+    metrics = Metrics(len(y), float((preds == y).mean()), macro_f1(y, preds, k), confusion)
+    confidence = p.max(axis=1)
+    correct = (preds == y).astype(np.float64)
+    edges = np.linspace(1.0 / k, 1.0, ECE_BINS + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, ECE_BINS - 1)
+    ece = 0.0
+    for b in range(ECE_BINS):
+        members = index == b
+        count = int(members.sum())
+        if not count:
+            continue
+        conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+        ece += count / len(y) * abs(conf - acc)
+        metrics.reliability.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
+             "confidence": conf, "accuracy": acc}
+        )  # fmt: skip
+    metrics.ece = float(ece)
+    metrics.nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
     return metrics
 
 
@@ -139,6 +172,8 @@ def evaluate_examples(
 ) -> Report:
     """Score every named set (plus an ``all`` row when there are several)."""
     started = time.perf_counter()
+    if len(clf.labels) != 2:
+        return evaluate_labels(clf, sets, started)
     positive = list(clf.labels).index("Positive") if "Positive" in clf.labels else 1
     base_fn = None
     if baseline:
@@ -167,6 +202,32 @@ def evaluate_examples(
             row[baseline] = asdict(compute_metrics(all_labels, all_base))  # type: ignore[index]
         rows["all"] = row
     return Report(clf.name, clf.variant, rows, time.perf_counter() - started)
+
+
+def evaluate_labels(clf, sets: dict[str, list[Example]], started: float) -> Report:  # type: ignore[no-untyped-def]
+    """Any number of labels (``Example.label`` indexes ``clf.labels``): N x N confusion,
+    macro-F1 over every label, ECE of the predicted label's confidence."""
+    rows: dict[str, dict[str, object]] = {}
+    all_labels: list[int] = []
+    all_probs: list[np.ndarray] = []
+    for name, examples in sets.items():
+        preds = clf.predict([e.text for e in examples])
+        probs = np.array([[p.scores[label] for label in clf.labels] for p in preds])
+        labels = [e.label for e in examples]
+        rows[name] = {"model": asdict(probs_metrics(labels, probs))}
+        all_labels.extend(labels)
+        all_probs.append(probs)
+    if len(sets) > 1:
+        rows["all"] = {"model": asdict(probs_metrics(all_labels, np.concatenate(all_probs)))}
+    return Report(clf.name, clf.variant, rows, time.perf_counter() - started)
+
+
+def read_examples(path: Path, name: str, labels: Sequence[str]) -> list[Example]:
+    """A labelled file for a model whose labels are not the two sentiment ones."""
+    from .adapt.data import label_indexes, read_pairs
+
+    pairs = label_indexes(read_pairs(path), labels, str(path))
+    return [Example(text, label, name) for text, label in pairs]
 
 
 def _pct(value: object) -> str:
@@ -201,7 +262,8 @@ def to_markdown(report: Report) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += [
         "",
-        "confusion: [[true neg → neg, → pos], [true pos → neg, → pos]]; "
+        "confusion: rows are the true labels, columns the predicted ones, both in the "
+        "model's label order (two labels: [[neg → neg, → pos], [pos → neg, → pos]]); "
         f"ECE: {ECE_BINS} equal-width bins of the predicted label's confidence.",
         "",
     ]
@@ -255,11 +317,14 @@ def run_eval(
     from .engine import load
 
     inputs = expand_inputs(data)
+    clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
     sets: dict[str, list[Example]] = {}
     for name, path in inputs:
-        examples = read_labelled(path, name)
+        if len(clf.labels) == 2:
+            examples = read_labelled(path, name)
+        else:
+            examples = read_examples(path, name, clf.labels)
         sets[name if name not in sets else str(path)] = examples[:limit] if limit else examples
-    clf = load(model, variant=variant, threads=threads, long_texts=long_texts)
     report = evaluate_examples(clf, sets, baseline)
     as_text = json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n"
     if as_json:

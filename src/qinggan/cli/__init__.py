@@ -9,7 +9,16 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 from ..errors import run_main
-from . import convert, evaluate, feedback, info, predict, serve, train  # noqa: F401  (register)
+from . import (  # noqa: F401  (register commands)
+    adapt,
+    convert,
+    evaluate,
+    feedback,
+    info,
+    predict,
+    serve,
+    train,
+)
 from .app import app
 
 __all__ = ["app", "main"]

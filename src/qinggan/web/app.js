@@ -11,6 +11,7 @@ const DEFAULT_LIMITS = Object.freeze({ maxTextChars: 512, maxBatchTexts: 64, max
 const LABELS = {
   Positive: { emoji: "😄", zh: "正面", tone: "positive" },
   Negative: { emoji: "😠", zh: "负面", tone: "negative" },
+  Neutral: { emoji: "😐", zh: "中性", tone: "neutral" },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -403,14 +404,28 @@ function renderBatch(rows) {
     }
     return tr;
   }));
-  const positive = rows.filter((row) => row.result && row.result.label === "Positive").length;
-  const negative = rows.filter((row) => row.result && row.result.label === "Negative").length;
-  const failed = rows.filter((row) => !row.result).length;
-  const summary = [["😄", positive], ["😠", negative], ["⚠️", failed]]
-    .filter(([, count], index) => index < 2 || count > 0)
-    .flatMap(([emoji, count], index) => [index ? " · " : "", el("span", "tone-emoji", emoji), ` ${count}`]);
-  $("batch-summary").replaceChildren(...summary);
+  $("batch-summary").replaceChildren(...batchSummary(rows));
   $("batch-results").hidden = rows.length === 0;
+}
+
+// ---------- any number of labels (a model adapted with a third label, e.g. 中性) ----------
+
+/** Labels in the order the batch shows them: Positive, Negative, Neutral, then any others. */
+function summaryLabels(rows) {
+  const seen = new Set(rows.filter((row) => row.result).map((row) => row.result.label));
+  const known = Object.keys(LABELS).filter((label) => label !== "Neutral" || seen.has(label));
+  return [...known, ...[...seen].filter((label) => !(label in LABELS)).sort()];
+}
+
+/** "😄 n · 😠 m (· 😐 k) (· ⚠️ failed)": a count per label, then the failed rows if any. */
+function batchSummary(rows) {
+  const counts = summaryLabels(rows).map((label) => [
+    labelInfo(label).emoji,
+    rows.filter((row) => row.result && row.result.label === label).length,
+  ]);
+  const failed = rows.filter((row) => !row.result).length;
+  if (failed) counts.push(["⚠️", failed]);
+  return counts.flatMap(([emoji, count], index) => [index ? " · " : "", el("span", "tone-emoji", emoji), ` ${count}`]);
 }
 
 /** One RFC 4180 field; cells that a spreadsheet would run as a formula get a leading quote. */
