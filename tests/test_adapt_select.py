@@ -51,3 +51,17 @@ def test_choose_keeps_a_candidate_whose_drop_is_noise_and_drops_a_real_loss() ->
     assert chosen is noisy
     assert {c.method for c in others} == {"lost", "base"}
     assert lost.guard_accuracy is not None and lost.guard_accuracy < 0.86
+
+
+def test_a_small_guard_loss_costs_its_excess_not_the_choice() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 2000)
+    base_ok = rng.random(2000) < 0.93
+    slight_ok = base_ok.copy()  # 2 points lost on the guard: beyond the noise, by a little
+    slight_ok[np.flatnonzero(base_ok)[:40]] = False
+    better = candidate("better", slight_ok, labels, val=0.90)
+    plain = candidate("plain", base_ok, labels, val=0.85)
+    chosen, _ = choose([better, plain], labels, probs_from(base_ok, labels))
+    assert chosen is better
+    assert 0 < better.notes["guard_penalty"] < 0.05
+    assert plain.notes["guard_penalty"] == 0

@@ -1,11 +1,13 @@
 """Choosing among candidates: the best held-out accuracy (out-of-fold training rows plus
-validation rows; ties: the lower log-loss), among those that keep the general model.
+validation rows; ties: the lower log-loss), less a penalty for what it costs the general model.
 
 With replayed data (``--data-dir``) every candidate is also scored on a sample of the
-built-ins' ``dev`` splits (the guard). One whose loss there against the base is both larger
-than :data:`MAX_GENERAL_DROP` and larger than the guard's sampling noise allows (a one-sided
-95% margin on the paired difference, :func:`guard_margin`) is set aside, so adapting to a
-domain does not cost the reviews it knew, and a noisy guard does not veto a good candidate.
+built-ins' ``dev`` splits (the guard). Its loss there against the base, beyond
+:data:`MAX_GENERAL_DROP` or the guard's sampling noise (a one-sided 95% margin on the paired
+difference, :func:`guard_margin`), whichever is larger, is subtracted from its held-out
+accuracy: a candidate that forgets the reviews loses the choice, and a noisy guard does not
+veto one that is clearly better on the user's domain (a hard filter did, measured in
+``docs/adapt.md``).
 """
 
 from __future__ import annotations
@@ -36,20 +38,22 @@ def choose(
     guard_labels: np.ndarray | None = None,
     guard_base: np.ndarray | None = None,
 ) -> tuple[Candidate, list[Candidate]]:
-    """The chosen candidate and the others (each with ``guard_accuracy`` filled in when a
-    guard set is given). ``guard_base``: the base's probabilities on the guard set."""
+    """The chosen candidate and the others (each with ``guard_accuracy`` and the penalty in
+    ``notes`` filled in when a guard set is given). ``guard_base``: the base's probabilities
+    on the guard set."""
     if not found:
         raise ValueError("no candidates to choose from")
     eligible = list(found)
     if guard_labels is not None and guard_base is not None:
         base_ok = guard_base.argmax(axis=1) == guard_labels
         floor = float(base_ok.mean())
-        keeps = []
         for cand in found:
             ok = cand.probs("guard").argmax(axis=1) == guard_labels
             cand.guard_accuracy = float(ok.mean())
-            if cand.guard_accuracy >= floor - guard_margin(ok, base_ok):
-                keeps.append(cand)
-        eligible = keeps or [max(found, key=lambda c: c.guard_accuracy or 0.0)]
-    best = max(eligible, key=lambda c: (c.val_accuracy, -c.val_nll))
+            excess = floor - cand.guard_accuracy - guard_margin(ok, base_ok)
+            cand.notes["guard_penalty"] = round(max(0.0, excess), 4)
+    best = max(
+        eligible,
+        key=lambda c: (c.val_accuracy - c.notes.get("guard_penalty", 0.0), -c.val_nll),
+    )
     return best, [c for c in found if c is not best]
