@@ -45,7 +45,7 @@ class AdaptOptions:
     threads: int | None = same_as(LoadOptions, "threads")
     head_replay_rows: int = option(2000, help="Replayed review rows for the new head.", min=0)
     ngram_replay_rows: int = option(5000, help="Replayed review rows for the n-grams.", min=0)
-    guard_rows: int = option(600, help="Review dev rows that guard against forgetting.", min=0)
+    guard_rows: int = option(2000, help="Review dev rows that guard against forgetting.", min=0)
 
     def __post_init__(self) -> None:
         problems = below_min(self)

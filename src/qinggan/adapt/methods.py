@@ -83,6 +83,8 @@ class Candidate:
         }
         if self.guard_accuracy is not None:
             out["replay_dev_accuracy"] = round(self.guard_accuracy, 4)
+        if "guard_penalty" in self.notes:
+            out["guard_penalty"] = self.notes["guard_penalty"]
         return out
 
 

@@ -303,11 +303,10 @@ def adapt(opts: AdaptOptions, *, progress: bool = True) -> Result:
             notes.append(f"labels {list(data.labels)} differ from the base's: new members only")
         budget.step("choosing a method")
         found = candidates(members_old, members, parts.labels["train"], parts.labels["val"])
-        guard_floor = None
+        guard_base = None
         if "guard" in parts.texts and base_clf is not None:
-            guard_probs = base_clf("guard", parts.texts["guard"])
-            guard_floor = float((guard_probs.argmax(axis=1) == parts.labels["guard"]).mean())
-        chosen, others = choose(found, parts.labels.get("guard"), guard_floor)
+            guard_base = base_clf("guard", parts.texts["guard"])
+        chosen, others = choose(found, parts.labels.get("guard"), guard_base)
         budget.step("comparing before and after")
         report = compare(parts, data, chosen, base_clf, encoder, ngram, opts, budget, notes)
         budget.step("writing the bundle")
