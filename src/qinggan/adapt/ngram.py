@@ -89,37 +89,12 @@ def export(fit: NgramFit, path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    by_order: dict[int, list[tuple[tuple[int, ...], int]]] = {1: [], 2: [], 3: []}
-    for gram, column in fit.vectorizer.vocabulary_.items():
-        by_order[len(gram)].append((gram, int(column)))
-    pool: list[int] = []
-    indexes: list[int] = []
-    starts: list[int] = []
-    for order in (1, 2, 3):
-        starts.append(len(pool))
-        for gram, column in sorted(by_order[order]):
-            pool.extend(gram)
-            indexes.append(column)
+    from ..train.ngram import ngram_pool, tfidf_nodes
+
     n_labels = fit.coef.shape[1]
+    pool = ngram_pool({gram: int(column) for gram, column in fit.vectorizer.vocabulary_.items()})
     nodes = [
-        helper.make_node(
-            "TfIdfVectorizer",
-            ["input_ids"],
-            ["tf"],
-            mode="TF",
-            min_gram_length=1,
-            max_gram_length=3,
-            max_skip_count=0,
-            ngram_counts=starts,
-            ngram_indexes=indexes,
-            pool_int64s=pool,
-        ),  # fmt: skip
-        # sublinear tf for integer counts: log(max(tf, 1)) + min(tf, 1)
-        helper.make_node("Max", ["tf", "one"], ["tf_at_least_one"]),
-        helper.make_node("Log", ["tf_at_least_one"], ["log_tf"]),
-        helper.make_node("Min", ["tf", "one"], ["present"]),
-        helper.make_node("Add", ["log_tf", "present"], ["sublinear"]),
-        helper.make_node("Mul", ["sublinear", "idf"], ["tfidf"]),
+        *tfidf_nodes(pool, fit.vectorizer.idf_, sublinear=True),
         helper.make_node("ReduceL2", ["tfidf", "axis1"], ["norm"], keepdims=1),
         helper.make_node("Max", ["norm", "tiny"], ["safe_norm"]),
         helper.make_node("MatMul", ["tfidf", "coef"], ["raw"]),

@@ -63,7 +63,7 @@ def ngrams(ids: Sequence[int], n_max: int = 3) -> list[tuple[int, ...]]:
     return [tuple(ids[i : i + n]) for n in range(1, n_max + 1) for i in range(len(ids) - n + 1)]
 
 
-def _pool(vocabulary: dict[tuple[int, ...], int]) -> dict[str, Any]:
+def ngram_pool(vocabulary: dict[tuple[int, ...], int]) -> dict[str, Any]:
     """``TfIdfVectorizer``'s n-gram pool: grams by order (1, 2, 3), each with its column."""
     by_order: dict[int, list[tuple[tuple[int, ...], int]]] = {1: [], 2: [], 3: []}
     for gram, column in vocabulary.items():
@@ -86,7 +86,7 @@ def _pool(vocabulary: dict[tuple[int, ...], int]) -> dict[str, Any]:
     )
 
 
-def _tfidf_nodes(pool: dict[str, Any], idf: np.ndarray, sublinear: bool) -> list[Any]:
+def tfidf_nodes(pool: dict[str, Any], idf: np.ndarray, sublinear: bool) -> list[Any]:
     """input_ids -> ``tfidf`` (n-gram counts, sublinear or plain TF, times idf)."""
     from onnx import helper
 
@@ -142,7 +142,7 @@ def export_onnx(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = _tfidf_nodes(_pool(vocabulary), idf, sublinear) + _linear_nodes()
+    nodes = tfidf_nodes(ngram_pool(vocabulary), idf, sublinear) + _linear_nodes()
     initializers = [
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
